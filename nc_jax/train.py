@@ -89,17 +89,23 @@ def train_epoch(state: TrainState, x: jnp.ndarray, y: jnp.ndarray, *, model: MLP
     state = state._replace(key=key)
     perm = jax.random.permutation(k_perm, n)
 
-    def body(s, idx):
-        return train_step(s, x[idx], y[idx], model=model, tx=tx)
+    # Permute the whole set once (one gather per epoch) and slice batches from it: a gather per
+    # step is ~20% slower on CPU under vmap.
+    xp, yp = x[perm], y[perm]
+
+    def body(s, batch):
+        return train_step(s, batch[0], batch[1], model=model, tx=tx)
 
     loss_sum = jnp.zeros((), jnp.float32)
     correct = jnp.zeros((), jnp.int32)
     if n_full:
-        state, m = jax.lax.scan(body, state, perm[: n_full * batch_size].reshape(n_full, batch_size))
+        full = n_full * batch_size
+        batches = (xp[:full].reshape(n_full, batch_size, -1), yp[:full].reshape(n_full, batch_size))
+        state, m = jax.lax.scan(body, state, batches)
         loss_sum = jnp.sum(m["loss"]) * batch_size
         correct = jnp.sum(m["correct"])
     if rem:
-        state, m = body(state, perm[n_full * batch_size:])
+        state, m = body(state, (xp[n_full * batch_size:], yp[n_full * batch_size:]))
         loss_sum = loss_sum + m["loss"] * rem
         correct = correct + m["correct"]
     return state, {"loss": loss_sum / n, "accuracy": correct / n}
