@@ -15,6 +15,10 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 DECAY_MASKS = ("all", "kernels")
 
 
+#: Seeds are turned into PRNG keys through uint32.
+MAX_SEED = 2 ** 32 - 1
+
+
 class ConfigError(ValueError):
     """A configuration value is out of its allowed range."""
 
@@ -146,14 +150,28 @@ class SweepConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "weight_decays", tuple(float(w) for w in self.weight_decays))
+        for name, cls in (("model", ModelConfig), ("optim", OptimConfig), ("data", DataConfig)):
+            _require(isinstance(getattr(self, name), cls),
+                     f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        _require(not isinstance(self.weight_decays, (str, bytes)),
+                 f"weight_decays must be a sequence of numbers, got {self.weight_decays!r}")
+        wds = []
+        for i, w in enumerate(self.weight_decays):
+            # float() would turn a stray string into a bare ValueError that names no field
+            try:
+                wds.append(float(w))
+            except (TypeError, ValueError):
+                raise ConfigError(f"weight_decays[{i}] must be a number, got {w!r}") from None
+        object.__setattr__(self, "weight_decays", tuple(wds))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         _require(len(self.weight_decays) >= 1, "weight_decays must not be empty")
-        for w in self.weight_decays:
-            _finite_number("weight_decays[i]", w, nonneg=True)
+        for i, w in enumerate(self.weight_decays):
+            _finite_number(f"weight_decays[{i}]", w, nonneg=True)
         _require(len(self.seeds) >= 1, "seeds must not be empty")
-        for s in self.seeds:
-            _int_at_least("seeds[i]", s, 0)
+        for i, s in enumerate(self.seeds):
+            _int_at_least(f"seeds[{i}]", s, 0)
+            # seeds become uint32 PRNG keys: 2**32 would silently alias seed 0
+            _require(s <= MAX_SEED, f"seeds[{i}] must be <= {MAX_SEED}, got {s!r}")
         _require(len(set(self.seeds)) == len(self.seeds), f"seeds must be distinct, got {self.seeds}")
         _int_at_least("record_every", self.record_every, 0)
         _int_at_least("checkpoint_every", self.checkpoint_every, 0)
@@ -173,14 +191,32 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepConfig":
+        """Inverse of `to_dict`. Missing fields take their defaults; an unknown field raises a
+        ConfigError naming it (a typo in a config file must not be silently ignored)."""
+        _require(isinstance(d, dict), f"a SweepConfig dict is required, got {type(d).__name__}")
         d = dict(d)
-        model = ModelConfig(**d.pop("model"))
-        optim = dict(d.pop("optim"))
+        sections = {}
+        for name, sub in (("model", ModelConfig), ("optim", OptimConfig), ("data", DataConfig)):
+            part = d.pop(name, {})
+            _require(isinstance(part, dict), f"{name} must be a dict, got {type(part).__name__}")
+            _check_fields(sub, part, prefix=f"{name}.")
+            sections[name] = dict(part)
+        _check_fields(cls, d, prefix="", skip=("model", "optim", "data"))
+        optim = sections["optim"]
         if optim.get("lr_decay_epochs") is not None:
             optim["lr_decay_epochs"] = tuple(optim["lr_decay_epochs"])
-        data = DataConfig(**d.pop("data"))
-        return cls(model=model, optim=OptimConfig(**optim), data=data,
-                   weight_decays=tuple(d.pop("weight_decays")), seeds=tuple(d.pop("seeds")), **d)
+        for name in ("weight_decays", "seeds"):
+            if name in d:
+                d[name] = tuple(d[name])
+        return cls(model=ModelConfig(**sections["model"]), optim=OptimConfig(**optim),
+                   data=DataConfig(**sections["data"]), **d)
+
+
+def _check_fields(cls, d: dict, prefix: str, skip: Tuple[str, ...] = ()) -> None:
+    known = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    unknown = sorted(k for k in d if k not in known)
+    _require(not unknown, f"unknown config field(s) {[prefix + k for k in unknown]}; "
+                          f"known: {[prefix + k for k in known]}")
 
 
 THESIS_WEIGHT_DECAYS = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 7e-3, 1e-2)

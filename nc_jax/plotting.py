@@ -1,0 +1,165 @@
+"""Matplotlib figures of the thesis' experiments, drawn from saved result dicts (never from
+live training), so every figure can be regenerated from `results.json` alone."""
+from __future__ import annotations
+
+import collections
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BN_STYLE = {"affine": ("tab:blue", "affine BN"), "plain": ("tab:orange", "non-affine BN"),
+            "none": ("tab:green", "no BN")}
+
+
+def seed_stats(runs: Sequence[dict], key: str, by=("group", "weight_decay"),
+               converged_only: bool = True) -> Dict[tuple, tuple]:
+    """{(group, wd): (mean, std, n)} of `key` over the converged (or, with
+    converged_only=False, all non-diverged) runs (seeds) of each cell."""
+    cells = collections.defaultdict(list)
+    for r in runs:
+        ok = r.get("converged") if converged_only else not r.get("diverged")
+        if ok and r.get(key) is not None:
+            cells[tuple(r[b] for b in by)].append(r[key])
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in cells.items()}
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "") -> None:
+    """Figure 3.1: min intra-class and max inter-class cosine of the last-layer features against
+    weight decay, one color per BN variant; mean +- std over seeds of converged runs only."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    intra = seed_stats(runs, "min_intra")
+    inter = seed_stats(runs, "max_inter")
+    groups = [g for g in BN_STYLE if any(k[0] == g for k in intra)]
+    groups += sorted({k[0] for k in intra} - set(groups))
+    for g in groups:
+        color, label = BN_STYLE.get(g, (None, g))
+        for stats, ls, what in ((intra, "-", "min intra"), (inter, "--", "max inter")):
+            keys = sorted(k for k in stats if k[0] == g)
+            if not keys:
+                continue
+            x = [k[1] for k in keys]
+            m = [stats[k][0] for k in keys]
+            s = [stats[k][1] for k in keys]
+            ax.errorbar(x, m, yerr=s, fmt="o" + ls, color=color, capsize=3, ms=4,
+                        label=f"{label}: {what}")
+    ax.axhline(1.0, color="gray", lw=0.6)
+    ax.axhline(-1.0 / (num_classes - 1), color="gray", lw=0.6, ls=":",
+               label=f"-1/(C-1) = {-1 / (num_classes - 1):.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("weight decay")
+    ax.set_ylabel("cosine similarity (last-layer features)")
+    ax.set_title(title or "Intra / inter-class cosine vs weight decay and BN (converged runs)")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def plot_depth(runs: List[dict], path: str, title: str = "") -> None:
+    """Figure 3.3: per-layer NCC accuracy (green), min intra (blue), max inter (yellow) against
+    layer index, one panel per weight decay (mean over seeds; unconverged runs marked)."""
+    wds = sorted({r["weight_decay"] for r in runs})
+    ncol = min(4, len(wds))
+    nrow = int(np.ceil(len(wds) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    for ax, wd in zip(axes.flat, wds):
+        sel = [r for r in runs if r["weight_decay"] == wd and r.get("layers")]
+        conv = all(r["converged"] for r in sel) and bool(sel)
+        if sel:
+            for key, color, label in (("ncc_accuracy", "tab:green", "NCC accuracy"),
+                                      ("min_intra", "tab:blue", "min intra"),
+                                      ("max_inter", "gold", "max inter")):
+                vals = np.array([[lay[key] for lay in r["layers"]] for r in sel], float)
+                layers = np.arange(1, vals.shape[1] + 1)
+                ax.errorbar(layers, vals.mean(0), yerr=vals.std(0) if len(sel) > 1 else None,
+                            color=color, marker="o", ms=3, label=label, capsize=2)
+            eds = [r["effective_depth"] for r in sel]
+            ax.axvline(np.mean(eds), color="gray", ls=":", lw=1)
+        ax.set_title(f"WD {wd:g}" + ("" if conv else " (not converged)"), fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylim(-1.05, 1.05)
+    for ax in list(axes.flat)[len(wds):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("value")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title or "NC across layers (dotted: effective depth)")
+    _save(fig, path)
+
+
+def plot_training_curves(runs: List[dict], path: str, group: str = "affine",
+                         keys=("min_intra", "max_inter", "nc1")) -> None:
+    """NC during training: each key against epoch, one line per weight decay (seed 0)."""
+    sel = [r for r in runs if r.get("group") == group and r.get("curves")]
+    seeds = sorted({r["seed"] for r in sel})
+    sel = [r for r in sel if r["seed"] == (seeds[0] if seeds else None)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    wds = sorted({r["weight_decay"] for r in sel})
+    for ax, key in zip(axes.flat, keys):
+        for r in sel:
+            c = cmap(wds.index(r["weight_decay"]) / max(1, len(wds) - 1))
+            ax.plot(r["curves"]["epoch"], r["curves"][key], color=c, label=f"WD {r['weight_decay']:g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        if key == "nc1" and sel and min(min(r["curves"][key]) for r in sel) > 0:
+            ax.set_yscale("log")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"NC during training ({group} BN, seed {seeds[0] if seeds else '-'})")
+    _save(fig, path)
+
+
+def plot_theorem(runs: List[dict], path: str, num_classes: int = 10) -> None:
+    """Theorem 2.3.1 on trained runs: 1 - min intra and max inter + 1/(C-1) against the loss gap
+    epsilon and against the theorem's rate term (log-log), colored by group."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    groups = sorted({r["group"] for r in runs})
+    for g in groups:
+        sel = [r for r in runs if r["group"] == g and not r["diverged"] and r.get("loss_gap") is not None]
+        if not sel:
+            continue
+        color = BN_STYLE.get(g, (None,))[0]
+        for ax, xkey in zip(axes, ("loss_gap", "rate")):
+            x = np.array([max(r[xkey], 1e-12) for r in sel])
+            ax.scatter(x, [max(1 - r["min_intra"], 1e-6) for r in sel], marker="o", color=color,
+                       s=14, label=f"{g}: 1 - min intra")
+            ax.scatter(x, [max(r["max_inter"] + 1 / (num_classes - 1), 1e-6) for r in sel],
+                       marker="x", color=color, s=14, label=f"{g}: max inter + 1/(C-1)")
+    for ax, xl in zip(axes, ("loss gap epsilon = L - m(alpha, beta)",
+                             "rate exp(C/(C-1) ab)/(ab) sqrt(eps/delta), delta=0.1")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("distance to collapse")
+    axes[0].legend(fontsize=6)
+    fig.suptitle("Theorem 2.3.1 on trained networks")
+    _save(fig, path)
+
+
+def plot_groups(runs: List[dict], path: str, keys=("min_intra", "max_inter", "nc1"),
+                title: str = "") -> None:
+    """One panel per key, one point (mean +- std over seeds) per group; for comparisons such as
+    data complexity at a fixed weight decay. All non-diverged runs count (the title says how
+    many reached 100% train accuracy)."""
+    groups = list(dict.fromkeys(r["group"] for r in runs))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        st = seed_stats(runs, key, by=("group",), converged_only=False)
+        xs = [i for i, g in enumerate(groups) if (g,) in st]
+        ax.errorbar(xs, [st[(groups[i],)][0] for i in xs], yerr=[st[(groups[i],)][1] for i in xs],
+                    fmt="o", capsize=4)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, rotation=20, fontsize=8)
+        ax.set_ylabel(key)
+        if key == "nc1" and st and min(v[0] for v in st.values()) > 0:
+            ax.set_yscale("log")
+    n_conv = sum(bool(r.get("converged")) for r in runs)
+    fig.suptitle(f"{title} [{n_conv}/{len(runs)} runs at 100% train accuracy]")
+    _save(fig, path)

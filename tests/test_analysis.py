@@ -1,0 +1,80 @@
+import jax
+import numpy as np
+
+from nc_jax.analysis import run_report, sweep_reports
+from nc_jax.models import MLP
+from nc_jax.sweep import run_sweep
+from tests.helpers import tiny_config, tiny_data
+
+
+def _np_forward_eval(params, stats, x, depth):
+    """Eval-mode MLP forward in float64 (running BN statistics), returns (logits, features)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    s = jax.tree.map(lambda a: np.asarray(a, np.float64), stats)
+    h = x.astype(np.float64)
+    feats = []
+    for l in range(depth - 1):
+        h = np.maximum(h @ p[f"dense_{l}"]["kernel"] + p[f"dense_{l}"]["bias"], 0)
+        bn = s[f"bn_{l}"]
+        h = (h - bn["mean"]) / np.sqrt(bn["var"] + 1e-5) * p[f"bn_{l}"]["scale"] + p[f"bn_{l}"]["bias"]
+        feats.append(h)
+    return h @ p["head"]["kernel"] + p["head"]["bias"], feats
+
+
+def _np_min_intra_max_inter(h, y, C):
+    u = h / np.linalg.norm(h, axis=1, keepdims=True)
+    G = np.array([[np.mean(u[y == a] @ u[y == b].T) for b in range(C)] for a in range(C)])
+    off = G[~np.eye(C, dtype=bool)]
+    return np.diag(G).min(), off.max()
+
+
+def test_run_report_against_numpy_and_theory():
+    cfg = tiny_config(weight_decays=(5e-3,), seeds=(0,))
+    data = tiny_data(cfg)
+    res = run_sweep(cfg, data, progress=False)
+    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    st = res.state(0)
+    rep = jax.tree.map(np.asarray, run_report(st, data.x, data.y, model=model, num_classes=4,
+                                              layers=True))
+    logits, feats = _np_forward_eval(st.params, st.batch_stats, data.x, 3)
+    h = feats[-1]
+    # cross-entropy and accuracy of the eval-mode network
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    loss = -logp[np.arange(len(data.y)), data.y].mean()
+    np.testing.assert_allclose(rep["train_loss"], loss, rtol=1e-4)
+    np.testing.assert_allclose(rep["train_accuracy"], np.mean(logits.argmax(1) == data.y), atol=1e-6)
+    mi, ma = _np_min_intra_max_inter(h, data.y, 4)
+    np.testing.assert_allclose(rep["min_intra"], mi, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rep["max_inter"], ma, rtol=1e-4, atol=1e-5)
+    # theorem quantities with the bias folded in: alpha^2 = mean ||h||^2 + 1, beta = ||[W b]||/sqrt(C)
+    alpha = np.sqrt(np.mean(np.sum(h ** 2, 1)) + 1)
+    Wb = np.concatenate([np.asarray(st.params["head"]["kernel"]).T,
+                         np.asarray(st.params["head"]["bias"])[:, None]], 1)
+    beta = np.linalg.norm(Wb) / 2.0
+    m = np.log(1 + 3 * np.exp(-4 / 3 * alpha * beta))
+    np.testing.assert_allclose(rep["alpha_aug"], alpha, rtol=1e-4)
+    np.testing.assert_allclose(rep["beta_aug"], beta, rtol=1e-5)
+    np.testing.assert_allclose(rep["min_loss"], m, rtol=1e-4)
+    assert rep["train_loss"] >= rep["min_loss"]  # Theorem 2.3.1's lower bound
+    # Proposition 2.2.1 (with beta): train-mode RMS^2 = ||gamma||^2 + ||beta||^2 up to BN eps
+    np.testing.assert_allclose(rep["rms_train"], rep["prop221_rhs"], rtol=5e-3)
+    g = np.asarray(st.params["bn_1"]["scale"])
+    np.testing.assert_allclose(rep["gamma_norm"], np.linalg.norm(g), rtol=1e-6)
+    # per-layer metrics: last layer equals the last-layer report
+    assert rep["layer_min_intra"].shape == (2,)
+    np.testing.assert_allclose(rep["layer_min_intra"][-1], rep["min_intra"], rtol=1e-6)
+    mi0, _ = _np_min_intra_max_inter(feats[0], data.y, 4)
+    np.testing.assert_allclose(rep["layer_min_intra"][0], mi0, rtol=1e-4, atol=1e-5)
+
+
+def test_sweep_reports_equal_per_run_reports():
+    cfg = tiny_config(weight_decays=(1e-4, 1e-2), seeds=(0, 1))
+    data = tiny_data(cfg)
+    res = run_sweep(cfg, data, progress=False)
+    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    allr = sweep_reports(res.states, data.x, data.y, model=model, num_classes=4, batch_size=3)
+    for i in range(4):
+        one = run_report(res.state(i), data.x, data.y, model=model, num_classes=4)
+        for k in ("min_intra", "nc1", "train_loss", "alpha"):
+            np.testing.assert_allclose(np.asarray(allr[k][i]), np.asarray(one[k]), rtol=1e-5)

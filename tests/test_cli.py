@@ -1,0 +1,93 @@
+"""The command line: bad values print `error: <message>` (no traceback) and exit 2; `--out`
+checkpoints, writes results atomically, resumes on a re-run and guards foreign directories."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nc_jax.checkpoint import checkpoint_epoch
+from nc_jax.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--depth", "1"], "model.depth must be >= 2, got 1"),
+    (["--width", "0"], "model.width must be >= 1, got 0"),
+    (["--bn", "batch"], "model.bn must be one of ('affine', 'plain', 'none'), got 'batch'"),
+    (["--weight-decays", "1e-3,-1e-4"], "weight_decays[1] must be >= 0, got -0.0001"),
+    (["--weight-decays", "nan"], "weight_decays[0] must be finite, got nan"),
+    (["--weight-decays", "inf"], "weight_decays[0] must be finite, got inf"),
+    (["--epochs", "0"], "optim.epochs must be >= 1, got 0"),
+    (["--seeds", "1,1"], "seeds must be distinct"),
+    (["--preset", "huge"], "unknown preset 'huge'; known presets: ['demo', 'paper']"),
+    (["--out", "{tmp}", "--checkpoint-every", "-2"], "checkpoint_every must be >= 0, got -2"),
+])
+def test_bad_values_print_the_message_and_exit_2(argv, msg, capsys, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path / "o")) for a in argv]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and msg in err, err
+    assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "o").exists()  # nothing was created for a rejected command
+
+
+def test_resume_flags_need_out(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--overwrite"])
+    assert e.value.code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_error_exit_in_a_real_process():
+    # the module entry point: exit status 2, the message, and no traceback
+    p = subprocess.run([sys.executable, "-m", "nc_jax.cli", "--depth", "1"], cwd=ROOT,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.strip() == "error: model.depth must be >= 2, got 1"
+    assert p.stdout == ""
+
+
+def test_foreign_out_dir_is_refused(tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"other": "run"}')
+    assert main(["--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "results of another run" in err and "--overwrite" in err
+    assert (tmp_path / "results.json").read_text() == '{"other": "run"}'
+
+
+def test_out_writes_results_and_rerun_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--depth", "2", "--width", "4", "--epochs", "2", "--weight-decays", "1e-3",
+            "--seeds", "0", "--quiet", "--out", str(out), "--checkpoint-every", "1"]
+    assert main(argv) == 0
+    first_table = capsys.readouterr().out.splitlines()[:3]
+    assert checkpoint_epoch(out / "checkpoint.npz") == 2
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["config"]["optim"]["epochs"] == 2 and doc["config"]["checkpoint_every"] == 1
+    assert len(doc["runs"]) == 1 and doc["runs"][0]["weight_decay"] == pytest.approx(1e-3)
+    assert len(doc["history"]["loss"][0]) == 2
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("bn,depth,width,weight_decay") and len(csv_lines) == 2
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "results.csv", "results.json"]
+
+    # the same command again: restored from the final checkpoint, the same numbers
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "resuming from" in captured.err and "epoch 2 of 2" in captured.err
+    assert captured.out.splitlines()[:3] == first_table
+    doc2 = json.loads((out / "results.json").read_text())
+    assert doc2["runs"] == doc["runs"] and doc2["history"] == doc["history"]
+
+    # a different command against the checkpoint names the differing field
+    changed = [a if a != "2" else "3" for a in argv]  # --depth 3 --epochs 3
+    assert main(changed) == 2
+    err = capsys.readouterr().err
+    assert "model.depth: checkpoint 2, command 3" in err
+    assert "optim.epochs: checkpoint 2, command 3" in err
+    assert json.loads((out / "results.json").read_text()) == doc2  # untouched
+    np.testing.assert_equal(checkpoint_epoch(out / "checkpoint.npz"), 2)

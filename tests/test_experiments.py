@@ -1,0 +1,146 @@
+"""End-to-end smoke runs of the experiment scripts (tiny presets, same code path as `paper`)."""
+import csv
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXP = os.path.join(ROOT, "experiments")
+
+
+def _load(name):
+    if EXP not in sys.path:
+        sys.path.insert(0, EXP)  # theorem_checks imports its sibling conjectures
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXP, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def fig31(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("fig31"))
+    mod = _load("fig3_1_wd_bn")
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
+                               ["--preset", "smoke", "--out", out, "--quiet"]) == 0
+    return out, mod
+
+
+@pytest.fixture(scope="module")
+def fig33(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("fig33"))
+    mod = _load("fig3_3_depth")
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
+                               ["--preset", "smoke", "--out", out, "--quiet"]) == 0
+    return out
+
+
+def test_fig31_outputs(fig31):
+    out, mod = fig31
+    doc = json.load(open(os.path.join(out, "results.json")))
+    runs = doc["runs"]
+    assert len(runs) == 6 and {r["bn"] for r in runs} == {"affine", "plain", "none"}
+    for r in runs:
+        for k in ("bn", "depth", "weight_decay", "seed", "train_accuracy", "train_loss",
+                  "converged", "min_intra", "max_inter", "nc1", "cdnv", "nc3", "nc4", "loss_gap"):
+            assert k in r, k
+        assert r["converged"] == (not r["diverged"] and r["train_accuracy"] >= 1.0)
+        assert -1 <= r["max_inter"] <= r["min_intra"] + 2 and r["min_intra"] <= 1 + 1e-6
+        assert r["train_loss"] >= r["min_loss"] - 1e-6
+        assert r["curves"]["epoch"] == [2, 4] and len(r["curves"]["min_intra"]) == 2
+    assert doc["configs"]["affine"]["model"]["bn"] == "affine"
+    rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+    assert len(rows) == 6 and "min_intra" in rows[0] and "layers" not in rows[0]
+    for f in ("fig3_1.png", "training_curves.png", "theorem.png"):
+        assert os.path.getsize(os.path.join(out, f)) > 1000
+
+
+def test_fig31_refuses_overwrite_and_replots(fig31, capsys):
+    out, mod = fig31
+    args = ["--preset", "smoke", "--out", out, "--quiet"]
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    os.remove(os.path.join(out, "fig3_1.png"))
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args + ["--plot-only"]) == 0
+    assert os.path.exists(os.path.join(out, "fig3_1.png"))
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, ["--preset", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+
+
+def test_fig33_layers_and_effective_depth(fig33):
+    doc = json.load(open(os.path.join(fig33, "results.json")))
+    for r in doc["runs"]:
+        assert len(r["layers"]) == 4  # depth 5 -> 4 hidden blocks
+        for lay in r["layers"]:
+            assert {"ncc_accuracy", "min_intra", "max_inter"} <= set(lay)
+        errs = [1 - lay["ncc_accuracy"] for lay in r["layers"]]
+        hit = [i + 1 for i, e in enumerate(errs) if e <= r["effective_depth_eps"]]
+        assert r["effective_depth"] == (hit[0] if hit else len(errs))
+    assert os.path.exists(os.path.join(fig33, "fig3_3.png"))
+
+
+def test_conjectures_and_theorem_scripts(fig31, fig33, tmp_path):
+    conj = _load("conjectures")
+    assert conj.main(["--wd", fig31[0], "--depth", fig33, "--out", str(tmp_path)]) == 0
+    res = json.load(open(tmp_path / "conjectures.json"))
+    assert [c["conjecture"] for c in res] == ["3.1.1", "3.2.1", "3.2.2"]
+    thm = _load("theorem_checks")
+    assert thm.main([fig31[0], fig33, "--out", str(tmp_path)]) == 0
+    rep = json.load(open(tmp_path / "theorem.json"))
+    assert rep["all"]["loss_ge_min_loss"] == rep["all"]["analysed"] == 8
+
+
+def _run(gap_by_wd, group="affine", seed=0):
+    return [{"group": group, "seed": seed, "converged": True, "weight_decay": w,
+             "min_intra": g, "max_inter": 0.0} for w, g in gap_by_wd]
+
+
+def test_conjecture_311_eps_star_by_hand():
+    conj = _load("conjectures")
+    # gap drops by 0.4 from WD 1e-3 to 1e-2: eps* = 0.4 / log(10) (the 1e-4 -> 1e-2 pair: 0)
+    c = conj.conjecture_311(_run([(1e-4, 0.5), (1e-3, 0.9), (1e-2, 0.5)]))
+    assert c["eps_star"] == pytest.approx(0.4 / math.log(10))
+    assert c["supported"] is False
+    c = conj.conjecture_311(_run([(1e-4, 0.5), (1e-3, 0.6), (1e-2, 0.5)]))
+    assert c["eps_star"] == pytest.approx(0.1 / math.log(10)) and c["supported"] is True
+    c = conj.conjecture_311(_run([(1e-4, 0.1), (1e-3, 0.2), (1e-2, 0.9)]))
+    assert c["eps_star"] == 0.0 and c["supported"] is True
+
+
+def test_conjecture_322_counts_violations():
+    conj = _load("conjectures")
+    runs = [{"seed": 0, "converged": True, "weight_decay": w, "effective_depth": d}
+            for w, d in [(1e-4, 5), (1e-3, 6), (1e-2, 2)]]
+    c = conj.conjecture_322(runs)
+    assert c["violating_pairs"] == 1 and c["pairs"] == 3 and c["supported"] is False
+
+
+def test_data_complexity_smoke(tmp_path):
+    mod = _load("data_complexity")
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
+                               ["--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
+    doc = json.load(open(tmp_path / "results.json"))
+    assert [r["group"] for r in doc["runs"]] == ["conic hull", "teacher depth 3", "teacher depth 6"]
+    assert [r["data"] for r in doc["runs"]] == ["conic", "teacher", "teacher"]
+
+
+def test_real_data_on_user_npz(tmp_path, monkeypatch):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3, 3)).astype(np.float32)
+    y = np.repeat([2, 5, 7], 40)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    monkeypatch.setenv("NC_JAX_NPZ", str(tmp_path / "d.npz"))
+    monkeypatch.setenv("NC_JAX_EPOCHS", "2")
+    monkeypatch.setenv("NC_JAX_BATCH", "32")
+    monkeypatch.setenv("NC_JAX_WDS", "1e-3")
+    mod = _load("real_data")
+    out = tmp_path / "out"
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
+                               ["--preset", "npz", "--out", str(out), "--quiet"]) == 0
+    doc = json.load(open(out / "results.json"))
+    assert doc["data"]["num_classes"] == 3 and doc["data"]["dim"] == 9 and len(doc["runs"]) == 3
