@@ -23,6 +23,7 @@ import numpy as np
 
 from nc_jax import metrics
 from nc_jax.analysis import record_fn as make_record_fn, sweep_reports
+from nc_jax.checkpoint import CheckpointError, OutDirError, atomic_write_text, prepare_out_dir
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset, make_dataset
 from nc_jax.models import MLP
@@ -110,15 +111,6 @@ def environment() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 CSV_SKIP = ("layers", "curves")
 
 
@@ -129,7 +121,7 @@ def write_results(out_dir: str, name: str, preset: str, configs: Mapping[str, Sw
     doc = {"experiment": name, "preset": preset,
            "configs": {k: v.to_dict() for k, v in configs.items()},
            "environment": environment(), "runs": runs, **(extra or {})}
-    _atomic_write(os.path.join(out_dir, "results.json"), json.dumps(doc, indent=1))
+    atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(doc, indent=1))
     cols: List[str] = []
     for r in runs:
         cols += [k for k in r if k not in cols and k not in CSV_SKIP]
@@ -138,7 +130,7 @@ def write_results(out_dir: str, name: str, preset: str, configs: Mapping[str, Sw
     w.writeheader()
     for r in runs:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    _atomic_write(os.path.join(out_dir, "results.csv"), buf.getvalue())
+    atomic_write_text(os.path.join(out_dir, "results.csv"), buf.getvalue())
 
 
 def load_results(path: str) -> dict:
@@ -176,13 +168,12 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
     """
     ap = argparse.ArgumentParser(description=f"nc-jax experiment: {name}")
     ap.add_argument("--preset", default=default_preset, help=f"one of {sorted(presets)}")
-    ap.add_argument("--out", help="output directory (default experiments/results/<name>/<preset>)")
+    ap.add_argument("--out", help="output directory (default runs/<name>/<preset>)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
     ap.add_argument("--plot-only", action="store_true", help="redraw figures from results.json")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                   "experiments", "results", name, args.preset)
+    out = args.out or os.path.join("runs", name, args.preset)
     try:
         if args.preset not in presets:
             raise ConfigError(f"unknown preset {args.preset!r}; known presets: {sorted(presets)}")
@@ -191,16 +182,26 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
             plot(doc, out)
             return 0
         configs = presets[args.preset]()
+        ckpts = [f"checkpoint_{g}.npz" for g in configs]
+        # a directory with another run's results is refused; one holding this experiment's
+        # checkpoints resumes (each group's checkpoint checks its own config when loaded)
+        found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
         res_file = os.path.join(out, "results.json")
         if os.path.exists(res_file) and not args.overwrite:
-            raise ConfigError(f"{res_file} exists; pass --overwrite to replace it or --out to "
+            raise OutDirError(f"{res_file} exists; pass --overwrite to replace it or --out to "
                               f"write elsewhere")
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                        checkpoint_name=found[0] if found else "checkpoint.npz",
+                        artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+    except (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
-    runs, extra = run(configs, out, not args.quiet)
+    try:
+        runs, extra = run(configs, out, not args.quiet)
+    except (ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - t0
     write_results(out, name, args.preset, configs, runs, {"wall_time_s": wall, **(extra or {})})
     doc = load_results(out)

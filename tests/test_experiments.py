@@ -144,3 +144,23 @@ def test_real_data_on_user_npz(tmp_path, monkeypatch):
                                ["--preset", "npz", "--out", str(out), "--quiet"]) == 0
     doc = json.load(open(out / "results.json"))
     assert doc["data"]["num_classes"] == 3 and doc["data"]["dim"] == 9 and len(doc["runs"]) == 3
+
+
+def test_experiment_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """A preset with checkpoint_every writes per-group checkpoints; re-running after the results
+    are gone resumes from them (restoring finished sweeps) and reproduces the same numbers."""
+    import dataclasses
+    mod = _load("fig3_3_depth")
+    base = mod.PRESETS["smoke"]()
+    monkeypatch.setitem(mod.PRESETS, "ckpt", lambda: {
+        g: dataclasses.replace(c, checkpoint_every=2) for g, c in base.items()})
+    out = tmp_path / "o"
+    args = ["--preset", "ckpt", "--out", str(out), "--quiet"]
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args) == 0
+    assert (out / "checkpoint_affine.npz").exists()
+    first = json.load(open(out / "results.json"))["runs"]
+    os.remove(out / "results.json")
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args) == 0
+    again = json.load(open(out / "results.json"))["runs"]
+    assert [r["min_intra"] for r in again] == [r["min_intra"] for r in first]
+    assert [r["layers"] for r in again] == [r["layers"] for r in first]
