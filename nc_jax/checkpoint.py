@@ -31,7 +31,7 @@ from nc_jax.data import Dataset, make_dataset
 from nc_jax.models import MLP
 from nc_jax.optim import make_optimizer
 from nc_jax import sweep as _sweep
-from nc_jax.sweep import SweepResult, init_states, run_grid, train_runs
+from nc_jax.sweep import SweepResult, check_run_arrays, init_states, run_grid, train_runs
 from nc_jax.train import steps_per_epoch
 
 FORMAT = "nc-jax-checkpoint"
@@ -400,20 +400,6 @@ def _start_from_snapshot(snap: dict, padded: int) -> dict:
             "record_epochs": [int(e) for e in snap["record_epochs"]]}
 
 
-def _check_run_arrays(weight_decays, seeds, learning_rates) -> None:
-    # Explicit per-run arrays bypass SweepConfig's validation; check them as strictly here.
-    k = len(weight_decays)
-    if not (len(seeds) == len(learning_rates) == k) or k == 0:
-        raise ConfigError(f"weight_decays ({k}), seeds ({len(seeds)}) and learning_rates "
-                          f"({len(learning_rates)}) must have the same, non-zero length")
-    for name, a, ok, rng in (("weight_decays", weight_decays, lambda v: v >= 0, ">= 0"),
-                             ("learning_rates", learning_rates, lambda v: v > 0, "> 0")):
-        bad = np.flatnonzero(~(np.isfinite(a) & ok(a)))
-        if bad.size:
-            i = int(bad[0])
-            raise ConfigError(f"{name}[{i}] must be finite and {rng}, got {float(a[i])!r}")
-
-
 def resumable_train_runs(model: MLP, cfg: SweepConfig, data: Dataset, ckpt_path, *,
                          weight_decays=None, seeds=None, learning_rates=None,
                          record_every: Optional[int] = None, record_fn: Optional[Callable] = None,
@@ -440,7 +426,7 @@ def resumable_train_runs(model: MLP, cfg: SweepConfig, data: Dataset, ckpt_path,
     if learning_rates is None:
         learning_rates = np.full(k, cfg.optim.lr, np.float32)
     learning_rates = np.asarray(learning_rates, np.float32)
-    _check_run_arrays(weight_decays, seeds, learning_rates)
+    check_run_arrays(weight_decays, seeds, learning_rates)
     record_every = cfg.record_every if record_every is None else record_every
     chunk = record_every if record_every else max(1, int(epochs_per_call))
     every = cfg.checkpoint_every if checkpoint_every is None else checkpoint_every

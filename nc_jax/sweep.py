@@ -138,6 +138,20 @@ def default_record_fn(model: MLP):
     return record
 
 
+def check_run_arrays(weight_decays, seeds, learning_rates) -> None:
+    """Explicit per-run arrays bypass SweepConfig's validation: check them as strictly."""
+    k = len(weight_decays)
+    if not (len(seeds) == len(learning_rates) == k) or k == 0:
+        raise ConfigError(f"weight_decays ({k}), seeds ({len(seeds)}) and learning_rates "
+                          f"({len(learning_rates)}) must have the same, non-zero length")
+    for name, a, ok, rng in (("weight_decays", weight_decays, lambda v: v >= 0, ">= 0"),
+                             ("learning_rates", learning_rates, lambda v: v > 0, "> 0")):
+        bad = np.flatnonzero(~(np.isfinite(a) & ok(a)))
+        if bad.size:
+            i = int(bad[0])
+            raise ConfigError(f"{name}[{i}] must be finite and {rng}, got {float(a[i])!r}")
+
+
 def init_states(model: MLP, tx, seeds, learning_rates, weight_decays, input_dim: int) -> TrainState:
     """Stacked initial states (leading run axis) from per-run seeds, learning rates and WDs."""
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
@@ -153,8 +167,9 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
                epochs_per_call: int = 1) -> SweepResult:
     """Train K runs (arrays of weight decays, seeds, learning rates, each (K,)) as one program.
 
-    `record_fn(state, x, y) -> {name: scalar}` is evaluated inside the compiled loop every
-    `record_every` epochs (default: cfg.record_every; 0 = only at the end).
+    `record_fn(state, x, y) -> {name: scalar}` (default: full-set loss / accuracy) is evaluated
+    inside the compiled loop every `record_every` epochs (default: cfg.record_every; 0 = never,
+    the final full-set evaluation is always done).
     Each compiled call runs `record_every` epochs when recording, else `epochs_per_call`.
     `chunk_callback(epoch, states, history_parts, record_parts, record_epochs)` runs on the host
     after each call (checkpointing hooks in here); `start` resumes from such a snapshot.
@@ -169,15 +184,16 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
     if learning_rates is None:
         learning_rates = np.full(k, ocfg.lr, np.float32)
     learning_rates = np.asarray(learning_rates, np.float32)
-    if not (len(seeds) == len(learning_rates) == k):
-        raise ValueError(f"weight_decays ({k}), seeds ({len(seeds)}) and learning_rates "
-                         f"({len(learning_rates)}) must have the same length")
+    check_run_arrays(weight_decays, seeds, learning_rates)
     if ocfg.batch_size > data.n:
         raise ConfigError(f"optim.batch_size ({ocfg.batch_size}) must be <= number of samples ({data.n})")
     if data.num_classes != model.num_classes:
         raise ValueError(f"model has {model.num_classes} outputs but the data has {data.num_classes} classes")
     record_every = cfg.record_every if record_every is None else record_every
-    if record_fn is None:
+    if not record_every:
+        # nothing to record: a full-set evaluation after every chunk would cost ~20% of an epoch
+        record_fn = None
+    elif record_fn is None:
         record_fn = default_record_fn(model)
 
     spe = steps_per_epoch(data.n, ocfg.batch_size)

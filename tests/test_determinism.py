@@ -50,7 +50,9 @@ def test_two_processes_give_bit_identical_results(tmp_path):
     # the other process runs while this one computes: both are single-threaded enough to overlap
     p = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], cwd=ROOT, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))
+                         # compile independently: no executable shared through the test cache
+                         env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+                                  JAX_ENABLE_COMPILATION_CACHE="false"))
     try:
         here = run_arrays()
         _, err = p.communicate(timeout=600)

@@ -105,3 +105,17 @@ def test_batch_larger_than_data_rejected():
     small = dataclasses.replace(data, x=data.x[:20], y=data.y[:20], info={})
     with pytest.raises(ConfigError, match="batch_size"):
         run_sweep(cfg, small, progress=False)
+
+
+@pytest.mark.parametrize("wd, lr, match", [
+    ([1e-3, -1.0], [0.1, 0.1], r"weight_decays\[1\] must be finite and >= 0"),
+    ([1e-3, float("nan")], [0.1, 0.1], r"weight_decays\[1\]"),
+    ([1e-3, 1e-3], [0.1, 0.0], r"learning_rates\[1\] must be finite and > 0"),
+    ([1e-3, 1e-3], [0.1, float("inf")], r"learning_rates\[1\]"),
+])
+def test_explicit_run_arrays_validated(wd, lr, match):
+    cfg = tiny_config()
+    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    with pytest.raises(ConfigError, match=match):
+        train_runs(model, cfg, tiny_data(cfg), weight_decays=np.array(wd), seeds=np.array([0, 1]),
+                   learning_rates=np.array(lr), progress=False)
