@@ -36,7 +36,7 @@ def _save(fig, path):
 def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "") -> None:
     """Figure 3.1: min intra-class and max inter-class cosine of the last-layer features against
     weight decay, one color per BN variant; mean +- std over seeds of converged runs only."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     intra = seed_stats(runs, "min_intra")
     inter = seed_stats(runs, "max_inter")
     groups = [g for g in BN_STYLE if any(k[0] == g for k in intra)]
@@ -59,7 +59,7 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     ax.set_xlabel("weight decay")
     ax.set_ylabel("cosine similarity (last-layer features)")
     ax.set_title(title or "Intra / inter-class cosine vs weight decay and BN (converged runs)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
 
 
@@ -119,7 +119,7 @@ def plot_training_curves(runs: List[dict], path: str, group: str = "affine",
 def plot_theorem(runs: List[dict], path: str, num_classes: int = 10) -> None:
     """Theorem 2.3.1 on trained runs: 1 - min intra and max inter + 1/(C-1) against the loss gap
     epsilon and against the theorem's rate term (log-log), colored by group."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     groups = sorted({r["group"] for r in runs})
     for g in groups:
         sel = [r for r in runs if r["group"] == g and not r["diverged"] and r.get("loss_gap") is not None]
@@ -138,7 +138,7 @@ def plot_theorem(runs: List[dict], path: str, num_classes: int = 10) -> None:
         ax.set_yscale("log")
         ax.set_xlabel(xl)
         ax.set_ylabel("distance to collapse")
-    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Theorem 2.3.1 on trained networks")
     _save(fig, path)
 

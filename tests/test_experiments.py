@@ -164,3 +164,11 @@ def test_experiment_checkpoints_and_resumes(tmp_path, monkeypatch):
     again = json.load(open(out / "results.json"))["runs"]
     assert [r["min_intra"] for r in again] == [r["min_intra"] for r in first]
     assert [r["layers"] for r in again] == [r["layers"] for r in first]
+
+
+def test_summary_table_means_over_converged_seeds():
+    summ = _load("summarize")
+    runs = [{"group": "affine", "weight_decay": 1e-3, "converged": c, "min_intra": v}
+            for c, v in [(True, 0.5), (True, 0.7), (False, 0.1)]]
+    table = summ.summary_table(runs, keys=("min_intra",))
+    assert "| affine | 0.001 | 2/3 | 0.600 ± 0.100 |" in table
