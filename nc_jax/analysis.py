@@ -84,12 +84,20 @@ def run_report(state: TrainState, x, y, *, model: MLP, num_classes: int, layers:
 
 
 def sweep_reports(states: TrainState, x, y, *, model: MLP, num_classes: int, layers: bool = False,
-                  batch_size: int = 4) -> Dict[str, jnp.ndarray]:
-    """`run_report` for every run of stacked `states` (leading run axis K), in one jitted call.
+                  batch_size: int = 1) -> Dict[str, jnp.ndarray]:
+    """`run_report` for every run of stacked `states` (leading run axis K). Returns {name: (K, ...)}.
 
-    `lax.map` with `batch_size` runs vmaps a few runs at a time, so a deep, wide sweep does not
-    hold every run's full-set activations at once. Returns {name: (K, ...)}.
+    One jitted single-run program, called on `batch_size` runs at a time (vmapped when > 1), so a
+    deep, wide sweep never holds every run's full-set activations at once. A host loop over runs
+    rather than `lax.map`: `lax.map` around the per-layer report (eigendecompositions inside a
+    loop) was seen to deadlock XLA:CPU's thread pool on a 2-core machine (15-layer sweep).
     """
     fn = lambda s: run_report(s, x, y, model=model, num_classes=num_classes, layers=layers)  # noqa: E731
     k = int(jax.tree.leaves(states.step)[0].shape[0])
-    return jax.jit(lambda st: jax.lax.map(fn, st, batch_size=min(batch_size, k)))(states)
+    step = max(1, min(int(batch_size), k))
+    one = jax.jit(jax.vmap(fn))
+    parts = []
+    for start in range(0, k, step):
+        idx = jnp.arange(start, min(start + step, k))
+        parts.append(one(jax.tree.map(lambda a: a[idx], states)))
+    return {key: jnp.concatenate([p[key] for p in parts]) for key in parts[0]}
