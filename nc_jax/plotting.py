@@ -33,12 +33,14 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "") -> None:
+def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "",
+               converged_only: bool = True) -> None:
     """Figure 3.1: min intra-class and max inter-class cosine of the last-layer features against
-    weight decay, one color per BN variant; mean +- std over seeds of converged runs only."""
+    weight decay, one color per BN variant; mean +- std over seeds of converged runs only (or of
+    all non-diverged runs with converged_only=False, said in the title)."""
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    intra = seed_stats(runs, "min_intra")
-    inter = seed_stats(runs, "max_inter")
+    intra = seed_stats(runs, "min_intra", converged_only=converged_only)
+    inter = seed_stats(runs, "max_inter", converged_only=converged_only)
     groups = [g for g in BN_STYLE if any(k[0] == g for k in intra)]
     groups += sorted({k[0] for k in intra} - set(groups))
     for g in groups:
@@ -58,7 +60,9 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     ax.set_xscale("log")
     ax.set_xlabel("weight decay")
     ax.set_ylabel("cosine similarity (last-layer features)")
-    ax.set_title(title or "Intra / inter-class cosine vs weight decay and BN (converged runs)")
+    ax.set_title((title or "Intra / inter-class cosine vs weight decay and BN") +
+                 ("" if converged_only else "\n(all non-diverged runs, also those below 100% train accuracy)"),
+                 fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
 
