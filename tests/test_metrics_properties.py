@@ -14,7 +14,9 @@ from nc_jax import metrics
 # (N, d, C); the middle one has d < C - 1 (class means span fewer than C-1 dimensions).
 SHAPES = [(12, 3, 3), (16, 2, 5), (20, 8, 4)]
 KINDS = ["random", "duplicates", "collapsed", "one_sample", "zero_rows", "all_identical", "two_means_equal"]
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI must not fail on an example no earlier run saw; the examples are still varied
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 finite32 = st.floats(-100, 100, width=32, allow_subnormal=False)
 
@@ -77,7 +79,10 @@ def test_report_is_finite_and_in_range(data):
     assert not any(np.isnan(v) for v in out.values()), out
     for k in ("min_intra", "max_inter", "mean_intra", "mean_inter", "nc3_min_cos", "nc3_mean_cos"):
         assert -1.0 <= out[k] <= 1.0, (k, out[k])
-    assert out["min_intra"] <= out["mean_intra"] and out["mean_inter"] <= out["max_inter"]
+    # min / mean / max come from different float32 reductions: equal up to rounding when all
+    # pairs coincide (e.g. every feature identical)
+    assert out["min_intra"] <= out["mean_intra"] + 1e-6
+    assert out["mean_inter"] <= out["max_inter"] + 1e-6
     for k in ("ncc_accuracy", "nc4"):
         assert 0.0 <= out[k] <= 1.0, (k, out[k])
     assert out["nc1"] >= 0.0 and out["cdnv"] >= 0.0
