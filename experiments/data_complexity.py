@@ -13,7 +13,7 @@ import os
 import sys
 
 from nc_jax.config import DataConfig, ModelConfig, OptimConfig, SweepConfig
-from nc_jax.experiment import experiment_main, run_group
+from nc_jax.experiment import experiment_main, run_groups
 from nc_jax.plotting import plot_groups, plot_theorem
 
 NAME = "data_complexity"
@@ -41,11 +41,7 @@ PRESETS = {
 
 
 def run(configs, out_dir, progress):
-    runs, timing = [], {}
-    for group, cfg in configs.items():
-        group_runs, res = run_group(cfg, group=group, progress=progress, out_dir=out_dir)
-        runs += group_runs
-        timing[group] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s}
+    runs, timing = run_groups(configs, progress=progress, out_dir=out_dir)
     return runs, {"timing": timing, "weight_decay": WEIGHT_DECAY}
 
 

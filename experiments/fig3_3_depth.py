@@ -14,8 +14,7 @@ import os
 import sys
 
 from nc_jax.config import THESIS_WEIGHT_DECAYS, DataConfig, ModelConfig, OptimConfig, SweepConfig
-from nc_jax.data import make_dataset
-from nc_jax.experiment import experiment_main, run_group
+from nc_jax.experiment import experiment_main, run_groups
 from nc_jax.plotting import plot_depth, plot_theorem, plot_training_curves
 
 NAME = "fig3_3"
@@ -40,13 +39,7 @@ PRESETS = {
 
 
 def run(configs, out_dir, progress):
-    runs, timing = [], {}
-    for group, cfg in configs.items():
-        data = make_dataset(cfg.data)
-        group_runs, res = run_group(cfg, group=group, data=data, layers=True, progress=progress,
-                                    out_dir=out_dir)
-        runs += group_runs
-        timing[group] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s}
+    runs, timing = run_groups(configs, layers=True, progress=progress, out_dir=out_dir)
     return runs, {"timing": timing}
 
 

@@ -11,7 +11,7 @@ import sys
 
 from nc_jax.config import THESIS_WEIGHT_DECAYS, DataConfig, ModelConfig, OptimConfig, SweepConfig
 from nc_jax.data import make_dataset
-from nc_jax.experiment import experiment_main, run_group
+from nc_jax.experiment import experiment_main, run_groups
 from nc_jax.plotting import plot_theorem, plot_training_curves, plot_wd_bn
 
 NAME = "real_data"
@@ -46,11 +46,7 @@ PRESETS = {
 
 def run(configs, out_dir, progress):
     data = make_dataset(next(iter(configs.values())).data)
-    runs, timing = [], {}
-    for bn, cfg in configs.items():
-        group_runs, res = run_group(cfg, group=bn, data=data, progress=progress, out_dir=out_dir)
-        runs += group_runs
-        timing[bn] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s}
+    runs, timing = run_groups(configs, data=data, progress=progress, out_dir=out_dir)
     return runs, {"timing": timing, "data": {"n": data.n, "dim": data.dim,
                                              "num_classes": data.num_classes,
                                              "source": data.info.get("source")}}

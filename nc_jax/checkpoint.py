@@ -31,7 +31,7 @@ from nc_jax.data import Dataset, make_dataset
 from nc_jax.models import MLP
 from nc_jax.optim import make_optimizer
 from nc_jax import sweep as _sweep
-from nc_jax.sweep import SweepResult, check_run_arrays, init_states, run_grid, train_runs
+from nc_jax.sweep import SweepResult, init_states, resolve_run_arrays, train_runs
 from nc_jax.train import steps_per_epoch
 
 FORMAT = "nc-jax-checkpoint"
@@ -418,15 +418,9 @@ def resumable_train_runs(model: MLP, cfg: SweepConfig, data: Dataset, ckpt_path,
     CheckpointMismatchError naming the fields. `on_checkpoint(epoch, path)` runs after each save.
     """
     ckpt_path = os.fspath(ckpt_path)
-    if weight_decays is None or seeds is None:
-        weight_decays, seeds = run_grid(cfg.weight_decays, cfg.seeds)
-    weight_decays = np.asarray(weight_decays, np.float32)
-    seeds = np.asarray(seeds, np.int64)
+    weight_decays, seeds, learning_rates = resolve_run_arrays(cfg, weight_decays, seeds,
+                                                              learning_rates)
     k = len(weight_decays)
-    if learning_rates is None:
-        learning_rates = np.full(k, cfg.optim.lr, np.float32)
-    learning_rates = np.asarray(learning_rates, np.float32)
-    check_run_arrays(weight_decays, seeds, learning_rates)
     record_every = cfg.record_every if record_every is None else record_every
     chunk = record_every if record_every else max(1, int(epochs_per_call))
     every = cfg.checkpoint_every if checkpoint_every is None else checkpoint_every

@@ -104,6 +104,19 @@ def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None, l
     return analyse_group(res, data, model, layers=layers, group=group), res
 
 
+def run_groups(configs: Mapping[str, SweepConfig], *, data: Optional[Dataset] = None,
+               layers: bool = False, progress: bool = True, out_dir: Optional[str] = None):
+    """`run_group` for every {group: config}; `data` shared by all groups when given, else each
+    group makes its own from its DataConfig. Returns (runs, {group: timing})."""
+    runs, timing = [], {}
+    for group, cfg in configs.items():
+        group_runs, res = run_group(cfg, group=group, data=data, layers=layers,
+                                    progress=progress, out_dir=out_dir)
+        runs += group_runs
+        timing[group] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s}
+    return runs, timing
+
+
 def environment() -> dict:
     return {"jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),

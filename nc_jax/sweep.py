@@ -9,7 +9,6 @@ multiple of the device count; the padding runs are dropped from the results).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -152,6 +151,20 @@ def check_run_arrays(weight_decays, seeds, learning_rates) -> None:
             raise ConfigError(f"{name}[{i}] must be finite and {rng}, got {float(a[i])!r}")
 
 
+def resolve_run_arrays(cfg: SweepConfig, weight_decays=None, seeds=None, learning_rates=None):
+    """Per-run (weight_decays float32, seeds int64, learning_rates float32), each (K,): the
+    explicit arrays when given, else cfg's grid and learning rate; validated."""
+    if weight_decays is None or seeds is None:
+        weight_decays, seeds = run_grid(cfg.weight_decays, cfg.seeds)
+    weight_decays = np.asarray(weight_decays, np.float32)
+    seeds = np.asarray(seeds, np.int64)
+    if learning_rates is None:
+        learning_rates = np.full(len(weight_decays), cfg.optim.lr, np.float32)
+    learning_rates = np.asarray(learning_rates, np.float32)
+    check_run_arrays(weight_decays, seeds, learning_rates)
+    return weight_decays, seeds, learning_rates
+
+
 def init_states(model: MLP, tx, seeds, learning_rates, weight_decays, input_dim: int) -> TrainState:
     """Stacked initial states (leading run axis) from per-run seeds, learning rates and WDs."""
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
@@ -176,15 +189,9 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
     """
     t_start = time.perf_counter()
     ocfg = cfg.optim
-    if weight_decays is None or seeds is None:
-        weight_decays, seeds = run_grid(cfg.weight_decays, cfg.seeds)
-    weight_decays = np.asarray(weight_decays, np.float32)
-    seeds = np.asarray(seeds, np.int64)
+    weight_decays, seeds, learning_rates = resolve_run_arrays(cfg, weight_decays, seeds,
+                                                              learning_rates)
     k = len(weight_decays)
-    if learning_rates is None:
-        learning_rates = np.full(k, ocfg.lr, np.float32)
-    learning_rates = np.asarray(learning_rates, np.float32)
-    check_run_arrays(weight_decays, seeds, learning_rates)
     if ocfg.batch_size > data.n:
         raise ConfigError(f"optim.batch_size ({ocfg.batch_size}) must be <= number of samples ({data.n})")
     if data.num_classes != model.num_classes:
