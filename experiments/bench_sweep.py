@@ -124,10 +124,11 @@ def worker_sweep(spec):
     """The vmapped sweep (K runs, one program), optionally sharded over forced CPU devices."""
     jax, jnp, np, model, tx, x_np, y_np, spe = _setup(spec)
     from jax.sharding import PartitionSpec as P
-    from nc_jax.sweep import RUN_AXIS, _mesh_and_padding, _put, init_states, make_chunk_fn
+    from nc_jax.sweep import RUN_AXIS, _put, init_states, make_chunk_fn, run_layout
 
     k, epochs, repeats = int(spec["k"]), int(spec["epochs"]), int(spec["repeats"])
-    mesh, padded = _mesh_and_padding(k)
+    layout, mesh = run_layout(k)  # automatic: one call over all K runs
+    padded = layout.padded
     wds, seeds, lrs = _grid(k)
     pad = padded - k
     wds, seeds, lrs = (np.concatenate([a, np.repeat(a[-1:], pad)]) for a in (wds, seeds, lrs))

@@ -3,6 +3,7 @@ decay ("depth minimization", Section 3.2), with the epsilon-effective depth (Def
 
     python experiments/fig3_3_depth.py --preset quick
     python experiments/fig3_3_depth.py --preset paper
+    python experiments/fig3_3_depth.py --preset paper-seeds   # 3 seeds: error bars
 
 Per run and per hidden layer (post-BN output of every block, BN in eval mode, whole training
 set): NCC accuracy, min intra-class and max inter-class cosine, and the full report. Writes
@@ -29,6 +30,12 @@ PRESETS = {
     "paper": lambda: {"affine": SweepConfig(
         model=ModelConfig(depth=15, width=256, bn="affine"), optim=OptimConfig(epochs=300),
         data=DataConfig(n=10000), weight_decays=THESIS_WEIGHT_DECAYS, seeds=(0,),
+        record_every=10, checkpoint_every=10)},
+    # beyond the thesis: the same protocol with 3 seeds (21 runs in one sweep), for error bars on
+    # every per-layer curve and on the conjectures' margins
+    "paper-seeds": lambda: {"affine": SweepConfig(
+        model=ModelConfig(depth=15, width=256, bn="affine"), optim=OptimConfig(epochs=300),
+        data=DataConfig(n=10000), weight_decays=THESIS_WEIGHT_DECAYS, seeds=(0, 1, 2),
         record_every=10, checkpoint_every=10)},
     "smoke": lambda: {"affine": SweepConfig(
         model=ModelConfig(depth=5, width=16, bn="affine"),

@@ -234,7 +234,7 @@ def save_checkpoint(path, snapshot: dict, config_dict: dict) -> None:
 
     `snapshot`: {"states": TrainState with a leading run axis (host or device arrays; typed PRNG
     keys allowed), "epoch": int, "history": {name: (K, E)}, "records": {name: (K, R, ...)},
-    "record_epochs": (R,)}. `config_dict` is the JSON-able identity of the run (`run_identity`)
+    "record_epochs": (R,), optional "runs_per_device": the run layout that wrote it}. `config_dict` is the JSON-able identity of the run (`run_identity`)
     that `load_checkpoint` compares against.
     """
     leaves = jax.tree_util.tree_flatten_with_path(snapshot["states"])[0]
@@ -256,7 +256,8 @@ def save_checkpoint(path, snapshot: dict, config_dict: dict) -> None:
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "epoch": int(snapshot["epoch"]),
             "num_runs": int(layout[0]["shape"][0]) if layout else 0, "config": config_dict,
             "state_layout": layout, "history_keys": sorted(snapshot["history"]),
-            "record_keys": sorted(snapshot["records"])}
+            "record_keys": sorted(snapshot["records"]),
+            "runs_per_device": int(snapshot.get("runs_per_device", 0))}
     meta_json = json.dumps(meta, sort_keys=True)
     payload = {**arrays, _META: np.asarray(meta_json),
                _CHECKSUM: np.asarray(_digest(meta_json, arrays))}
@@ -357,7 +358,8 @@ def load_checkpoint(path, template_states, config_dict: dict) -> dict:
         if a.shape[0] != k:
             raise CheckpointError(f"checkpoint {path}: {name} has {a.shape[0]} runs, expected {k}")
     return {"states": states, "epoch": int(meta["epoch"]), "history": history,
-            "records": records, "record_epochs": arrays["record_epochs"]}
+            "records": records, "record_epochs": arrays["record_epochs"],
+            "runs_per_device": int(meta.get("runs_per_device", 0))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +436,9 @@ def resumable_train_runs(model: MLP, cfg: SweepConfig, data: Dataset, ckpt_path,
     ident = run_identity(cfg, data, weight_decays=weight_decays, seeds=seeds,
                          learning_rates=learning_rates, chunk_epochs=chunk, record_fn=record_fn)
 
-    start = None
+    rpd = kwargs.pop("runs_per_device", None)
+    rpd = cfg.runs_per_device if rpd is None else rpd
+    snap = None
     if os.path.exists(ckpt_path):
         tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size))
         # eval_shape: the layout of k fresh states without computing (or compiling) them
@@ -446,14 +450,19 @@ def resumable_train_runs(model: MLP, cfg: SweepConfig, data: Dataset, ckpt_path,
             raise CheckpointError(f"checkpoint {ckpt_path} stops at epoch {epoch}, which is not a "
                                   f"chunk boundary of this run ({chunk} epochs per chunk, "
                                   f"{cfg.optim.epochs} epochs)")
-        _, padded = _sweep._mesh_and_padding(k, kwargs.get("devices"))
-        start = _start_from_snapshot(snap, padded)
+        if not rpd:
+            # the automatic layout depends on the device count: keep the one that wrote the
+            # checkpoint, so a resume on another number of devices stays bit-identical
+            rpd = snap["runs_per_device"]
 
     total = cfg.optim.epochs
+    layout, _ = _sweep.run_layout(k, kwargs.get("devices"), rpd)
+    start = None if snap is None else _start_from_snapshot(snap, layout.padded)
 
     def save(epoch, states, hist_parts, rec_parts, rec_epochs):
         if epoch == total or (every and epoch % every == 0):
             snap = _snapshot_from_parts(epoch, states, hist_parts, rec_parts, rec_epochs, k)
+            snap["runs_per_device"] = layout.runs_per_device
             save_checkpoint(ckpt_path, snap, ident)
             if on_checkpoint is not None:
                 on_checkpoint(epoch, ckpt_path)
@@ -463,7 +472,8 @@ def resumable_train_runs(model: MLP, cfg: SweepConfig, data: Dataset, ckpt_path,
     return train_runs(model, cfg, data, weight_decays=weight_decays, seeds=seeds,
                       learning_rates=learning_rates, record_every=record_every,
                       record_fn=record_fn, epochs_per_call=epochs_per_call,
-                      chunk_callback=save, start=start, **kwargs)
+                      chunk_callback=save, start=start, runs_per_device=layout.runs_per_device,
+                      **kwargs)
 
 
 def checkpoint_epoch(path) -> Optional[int]:

@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint-every", type=int, metavar="N",
                     help=f"with --out: save every N epochs (default: the preset's value, or "
                          f"{DEFAULT_CHECKPOINT_EVERY} when it has none); the end is always saved")
+    ap.add_argument("--runs-per-device", type=int, metavar="B",
+                    help="runs each device computes per compiled call (default: all runs in one "
+                         "call); a fixed B gives bit-identical results on any number of devices")
     args = ap.parse_args(argv)
     if args.out is None and (args.overwrite or args.checkpoint_every is not None):
         ap.error("--overwrite and --checkpoint-every need --out DIR")
@@ -66,6 +69,8 @@ def main(argv=None) -> int:
             cfg = cfg.replace(weight_decays=args.weight_decays)
         if args.seeds is not None:
             cfg = cfg.replace(seeds=args.seeds)
+        if args.runs_per_device is not None:
+            cfg = cfg.replace(runs_per_device=args.runs_per_device)
         if args.checkpoint_every is not None:
             cfg = cfg.replace(checkpoint_every=args.checkpoint_every)
         elif args.out is not None and not cfg.checkpoint_every:
@@ -99,7 +104,8 @@ def write_results(out_dir: str, res: SweepResult) -> None:
     runs = res.runs()
     doc = {"config": res.config.to_dict(), "runs": runs,
            "history": {k: v.tolist() for k, v in res.history.items()},
-           "num_devices": res.num_devices, "backend": jax.default_backend()}
+           "num_devices": res.num_devices, "runs_per_device": res.runs_per_device,
+           "backend": jax.default_backend()}
     # json cannot hold NaN: a diverged run's curve is reported as missing values
     doc["history"] = {k: [[x if x == x and abs(x) != float("inf") else None for x in row]
                            for row in v] for k, v in doc["history"].items()}

@@ -113,7 +113,8 @@ def run_groups(configs: Mapping[str, SweepConfig], *, data: Optional[Dataset] = 
         group_runs, res = run_group(cfg, group=group, data=data, layers=layers,
                                     progress=progress, out_dir=out_dir)
         runs += group_runs
-        timing[group] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s}
+        timing[group] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s,
+                         "num_devices": res.num_devices, "runs_per_device": res.runs_per_device}
     return runs, timing
 
 
@@ -185,6 +186,10 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
     ap.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
     ap.add_argument("--plot-only", action="store_true", help="redraw figures from results.json")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--runs-per-device", type=int, metavar="B",
+                    help="runs each device computes per compiled call (default: all of a group's "
+                         "runs in one call); a fixed B gives bit-identical results on any number "
+                         "of devices")
     args = ap.parse_args(argv)
     out = args.out or os.path.join("runs", name, args.preset)
     try:
@@ -195,6 +200,9 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
             plot(doc, out)
             return 0
         configs = presets[args.preset]()
+        if args.runs_per_device is not None:
+            configs = {g: c.replace(runs_per_device=args.runs_per_device)
+                       for g, c in configs.items()}
         ckpts = [f"checkpoint_{g}.npz" for g in configs]
         # a directory with another run's results is refused; one holding this experiment's
         # checkpoints resumes (each group's checkpoint checks its own config when loaded)

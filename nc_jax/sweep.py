@@ -3,8 +3,15 @@
 Every leaf of the `TrainState` gets a leading run axis; the data is shared. A host loop
 dispatches chunks of epochs (each chunk is one compiled call: `lax.scan` over epochs, each epoch
 a `lax.scan` over minibatches), so nothing leaves the device inside a chunk. With several local
-devices the run axis is sharded over a `jax.sharding.Mesh` (the run count is padded to a
-multiple of the device count; the padding runs are dropped from the results).
+devices the run axis is sharded over a `jax.sharding.Mesh`.
+
+Run layout: each device's share of one compiled call is a block of B runs (`runs_per_device`),
+so a call trains D * B runs on D devices and the K runs take G = ceil(K / (D * B)) calls per
+chunk (the grid is padded with copies of the last run; the copies are dropped from the results).
+XLA's float32 rounding depends on the batch of runs a device computes, never on which device
+or how many: a fixed B therefore gives bit-identical results on any number of devices. The
+default B = ceil(K / D) (one call per chunk, fastest) agrees across device counts only to float32
+rounding (~1e-7).
 """
 from __future__ import annotations
 
@@ -51,6 +58,7 @@ class SweepResult:
     wall_time_s: float
     compile_time_s: float
     num_devices: int = 1
+    runs_per_device: int = 0  # B of the run layout that produced these numbers
 
     @property
     def num_runs(self) -> int:
@@ -95,12 +103,41 @@ def run_grid(weight_decays: Sequence[float], seeds: Sequence[int]):
     return wd, sd
 
 
-def _mesh_and_padding(num_runs: int, devices=None):
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """How K runs map onto D devices: G sequential compiled calls per chunk, each over
+    D * B runs (B = runs_per_device on every device), K padded up to G * D * B."""
+
+    num_runs: int
+    num_devices: int
+    runs_per_device: int
+    num_groups: int
+
+    @property
+    def group_size(self) -> int:
+        return self.num_devices * self.runs_per_device
+
+    @property
+    def padded(self) -> int:
+        return self.num_groups * self.group_size
+
+
+def run_layout(num_runs: int, devices=None, runs_per_device: int = 0):
+    """(RunLayout, Mesh or None) for `num_runs` runs on `devices` (default: all local ones).
+
+    `runs_per_device` 0 = ceil(K / D), one call per chunk. A positive value fixes the batch of
+    runs each device computes, which is what makes results independent of the device count.
+    """
     devices = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devices)
-    padded = int(math.ceil(num_runs / n_dev) * n_dev)
+    if (not isinstance(runs_per_device, (int, np.integer)) or isinstance(runs_per_device, bool)
+            or runs_per_device < 0):
+        raise ConfigError(f"runs_per_device must be an integer >= 0 (0 = ceil(runs / devices)), "
+                          f"got {runs_per_device!r}")
+    b = int(runs_per_device) or int(math.ceil(num_runs / n_dev))
+    groups = int(math.ceil(num_runs / (n_dev * b)))
     mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,)) if n_dev > 1 else None
-    return mesh, padded
+    return RunLayout(num_runs, n_dev, b, groups), mesh
 
 
 def _put(tree, mesh, spec):
@@ -165,19 +202,29 @@ def resolve_run_arrays(cfg: SweepConfig, weight_decays=None, seeds=None, learnin
     return weight_decays, seeds, learning_rates
 
 
+def init_fn(model: MLP, tx, input_dim: int) -> Callable:
+    """jit(vmap(init_state)): (seeds (K,), learning_rates (K,), weight_decays (K,)) ->
+    stacked initial states. Build it once and call it per group of runs."""
+    fn = jax.vmap(lambda k, lr, wd: init_state(model, tx, k, input_dim, lr, wd))
+
+    def init(seeds, learning_rates, weight_decays):
+        keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+        return fn(keys, jnp.asarray(learning_rates, jnp.float32),
+                  jnp.asarray(weight_decays, jnp.float32))
+
+    return jax.jit(init)
+
+
 def init_states(model: MLP, tx, seeds, learning_rates, weight_decays, input_dim: int) -> TrainState:
     """Stacked initial states (leading run axis) from per-run seeds, learning rates and WDs."""
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    fn = jax.vmap(lambda k, lr, wd: init_state(model, tx, k, input_dim, lr, wd))
-    return jax.jit(fn)(keys, jnp.asarray(learning_rates, jnp.float32),
-                       jnp.asarray(weight_decays, jnp.float32))
+    return init_fn(model, tx, input_dim)(seeds, learning_rates, weight_decays)
 
 
 def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=None, seeds=None,
                learning_rates=None, progress: bool = True, record_every: Optional[int] = None,
                record_fn: Optional[Callable] = None, devices=None,
                chunk_callback: Optional[Callable] = None, start=None,
-               epochs_per_call: int = 1) -> SweepResult:
+               epochs_per_call: int = 1, runs_per_device: Optional[int] = None) -> SweepResult:
     """Train K runs (arrays of weight decays, seeds, learning rates, each (K,)) as one program.
 
     `record_fn(state, x, y) -> {name: scalar}` (default: full-set loss / accuracy) is evaluated
@@ -186,6 +233,8 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
     Each compiled call runs `record_every` epochs when recording, else `epochs_per_call`.
     `chunk_callback(epoch, states, history_parts, record_parts, record_epochs)` runs on the host
     after each call (checkpointing hooks in here); `start` resumes from such a snapshot.
+    `runs_per_device` (default cfg.runs_per_device) fixes the run layout (see the module
+    docstring): the same value gives bit-identical results on any number of devices.
     """
     t_start = time.perf_counter()
     ocfg = cfg.optim
@@ -205,7 +254,9 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
 
     spe = steps_per_epoch(data.n, ocfg.batch_size)
     tx = make_optimizer(ocfg, spe)
-    mesh, padded = _mesh_and_padding(k, devices)
+    rpd = cfg.runs_per_device if runs_per_device is None else runs_per_device
+    layout, mesh = run_layout(k, devices, rpd)
+    padded, gsize = layout.padded, layout.group_size
     pad = padded - k
     wd_p, sd_p, lr_p = (np.concatenate([a, np.repeat(a[-1:], pad)]) for a in
                         (weight_decays, seeds, learning_rates))
@@ -214,15 +265,24 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
     y = _put(jnp.asarray(data.y), mesh, P())
     epochs = ocfg.epochs
     chunk = record_every if record_every else max(1, int(epochs_per_call))
+    groups = [slice(g * gsize, (g + 1) * gsize) for g in range(layout.num_groups)]
     if start is None:
-        states = init_states(model, tx, sd_p, lr_p, wd_p, data.dim)
+        # per group, like training: the compiled batch of runs is the same on any device count
+        init = init_fn(model, tx, data.dim)
+        group_states = [init(sd_p[g], lr_p[g], wd_p[g]) for g in groups]
         epoch0, hist_parts, rec_parts, rec_epochs = 0, [], [], []
     else:
-        states = start["states"]
+        group_states = [jax.tree.map(lambda a: a[g], start["states"]) for g in groups]
         epoch0 = int(start["epoch"])
         hist_parts, rec_parts, rec_epochs = (list(start["history"]), list(start["records"]),
                                              list(start["record_epochs"]))
-    states = _put(states, mesh, P(RUN_AXIS))
+    group_states = [_put(st, mesh, P(RUN_AXIS)) for st in group_states]
+
+    def joined(trees):
+        if len(trees) == 1:
+            return trees[0]
+        return jax.tree.map(lambda *a: (jnp.concatenate(a) if isinstance(a[0], jax.Array)
+                                        else np.concatenate(a)), *trees)
 
     fns: Dict[int, Callable] = {}
     compile_time = 0.0
@@ -237,17 +297,19 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
         if n_ep not in fns:
             tc = time.perf_counter()
             fns[n_ep] = make_chunk_fn(model, tx, ocfg.batch_size, n_ep, record_fn).lower(
-                states, x, y).compile()
+                group_states[0], x, y).compile()
             compile_time += time.perf_counter() - tc
-        states, hist, rec = fns[n_ep](states, x, y)
-        hist = jax.tree.map(np.asarray, hist)  # one small host copy per chunk
-        rec = jax.tree.map(np.asarray, rec)
+        # every group is dispatched before any result is read back, so the calls queue up
+        outs = [fns[n_ep](st, x, y) for st in group_states]
+        group_states = [o[0] for o in outs]
+        hist = joined([jax.tree.map(np.asarray, o[1]) for o in outs])  # small host copies
+        rec = joined([jax.tree.map(np.asarray, o[2]) for o in outs])
         epoch += n_ep
         hist_parts.append(hist)
         rec_parts.append(rec)
         rec_epochs.append(epoch)
         if bar is not None:
-            live = ~np.asarray(states.diverged)[:k]
+            live = ~np.concatenate([np.asarray(st.diverged) for st in group_states])[:k]
             loss = hist["loss"][:k, -1]
             acc = hist["accuracy"][:k, -1]
             bar.update(n_ep)
@@ -255,16 +317,18 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
                             acc_min=f"{acc[live].min() if live.any() else float('nan'):.3f}",
                             acc_max=f"{acc[live].max() if live.any() else float('nan'):.3f}")
         if chunk_callback is not None:
-            chunk_callback(epoch, states, hist_parts, rec_parts, rec_epochs)
+            chunk_callback(epoch, joined(group_states), hist_parts, rec_parts, rec_epochs)
     if bar is not None:
         bar.close()
 
-    final = jax.jit(jax.vmap(lambda s: evaluate(s, x, y, model=model)))(states)
+    final_fn = jax.jit(jax.vmap(lambda s: evaluate(s, x, y, model=model)))
+    final = joined([jax.tree.map(np.asarray, final_fn(st)) for st in group_states])
     history = {name: np.concatenate([h[name] for h in hist_parts], axis=1)[:k]
                for name in hist_parts[0]} if hist_parts else {}
     records = {name: np.stack([r[name] for r in rec_parts], axis=1)[:k]
                for name in rec_parts[0]} if rec_parts else {}
-    num_devices = len(states.step.sharding.device_set)
+    num_devices = len(group_states[0].step.sharding.device_set)
+    states = joined(group_states)
     states = jax.tree.map(lambda a: a[:k], states)
     final = jax.tree.map(lambda a: np.asarray(a)[:k], final)
     diverged = np.asarray(states.diverged) | ~np.isfinite(final["loss"])
@@ -273,7 +337,8 @@ def train_runs(model: MLP, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
         final_loss=final["loss"], final_accuracy=final["accuracy"],
         diverged=diverged, history=history, record_epochs=np.asarray(rec_epochs),
         records=records, states=states, wall_time_s=time.perf_counter() - t_start,
-        compile_time_s=compile_time, num_devices=num_devices)
+        compile_time_s=compile_time, num_devices=num_devices,
+        runs_per_device=layout.runs_per_device)
 
 
 def run_sweep(cfg: SweepConfig, data: Optional[Dataset] = None, **kwargs) -> SweepResult:

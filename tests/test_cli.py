@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["--seeds", "1,1"], "seeds must be distinct"),
     (["--preset", "huge"], "unknown preset 'huge'; known presets: ['demo', 'paper']"),
     (["--out", "{tmp}", "--checkpoint-every", "-2"], "checkpoint_every must be >= 0, got -2"),
+    (["--runs-per-device", "-1"], "runs_per_device must be >= 0, got -1"),
 ])
 def test_bad_values_print_the_message_and_exit_2(argv, msg, capsys, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path / "o")) for a in argv]

@@ -87,6 +87,10 @@ def test_bad_sweep_values():
         SweepConfig(checkpoint_every=-5)
     with pytest.raises(ConfigError, match=r"record_every must be >= 0"):
         SweepConfig(record_every=-1)
+    with pytest.raises(ConfigError, match=r"runs_per_device must be >= 0, got -2"):
+        SweepConfig(runs_per_device=-2)
+    with pytest.raises(ConfigError, match=r"runs_per_device must be an integer"):
+        SweepConfig(runs_per_device=1.5)
     with pytest.raises(ConfigError, match=r"model must be a ModelConfig, got dict"):
         SweepConfig(model={"depth": 3})
 

@@ -34,8 +34,10 @@ def fig31(tmp_path_factory):
 def fig33(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("fig33"))
     mod = _load("fig3_3_depth")
+    # one run per compiled call: the grouped layout end to end
     assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
-                               ["--preset", "smoke", "--out", out, "--quiet"]) == 0
+                               ["--preset", "smoke", "--out", out, "--quiet",
+                                "--runs-per-device", "1"]) == 0
     return out
 
 
@@ -73,6 +75,8 @@ def test_fig31_refuses_overwrite_and_replots(fig31, capsys):
 
 def test_fig33_layers_and_effective_depth(fig33):
     doc = json.load(open(os.path.join(fig33, "results.json")))
+    assert doc["configs"]["affine"]["runs_per_device"] == 1
+    assert [t["runs_per_device"] for t in doc["timing"].values()] == [1]
     for r in doc["runs"]:
         assert len(r["layers"]) == 4  # depth 5 -> 4 hidden blocks
         for lay in r["layers"]:
