@@ -41,7 +41,7 @@ PRESETS = {
         model=ModelConfig(depth=5, width=16, bn="affine"),
         optim=OptimConfig(epochs=4, batch_size=32),
         data=DataConfig(n=200, dim=8, num_classes=4, teacher_width=16),
-        weight_decays=(1e-4, 1e-2), seeds=(0,), record_every=2)},
+        weight_decays=(1e-4, 1e-2), seeds=(0,), record_every=2, checkpoint_every=2)},
 }
 
 

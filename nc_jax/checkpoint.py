@@ -160,6 +160,10 @@ def run_identity(cfg: SweepConfig, data: Dataset, *, weight_decays, seeds, learn
     cfg_d = cfg.to_dict()
     for f in NON_RESULT_FIELDS:
         cfg_d.pop(f, None)
+    if not cfg_d.get("runs_per_device"):
+        # automatic layout: the checkpoint header stores the layout it used and a resume keeps
+        # it, so 0 is no constraint (and checkpoints older than the field stay readable)
+        cfg_d.pop("runs_per_device", None)
     ident = {
         **cfg_d,
         "runs": {"weight_decay": [float(v) for v in np.asarray(weight_decays, np.float32)],

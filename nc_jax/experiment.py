@@ -23,7 +23,8 @@ import numpy as np
 
 from nc_jax import metrics
 from nc_jax.analysis import record_fn as make_record_fn, sweep_reports
-from nc_jax.checkpoint import CheckpointError, OutDirError, atomic_write_text, prepare_out_dir
+from nc_jax.checkpoint import (CheckpointError, OutDirError, atomic_write_text, checkpoint_epoch,
+                               prepare_out_dir)
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset, make_dataset
 from nc_jax.models import MLP
@@ -175,7 +176,8 @@ def runs_table(runs: List[dict], cols=("group", "weight_decay", "seed", "train_a
 
 def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, SweepConfig]]],
                     run: Callable, plot: Callable, argv=None, default_preset: str = "quick") -> int:
-    """CLI shared by the experiment scripts: --preset, --out, --overwrite, --plot-only, --quiet.
+    """CLI shared by the experiment scripts: --preset, --out, --overwrite, --plot-only, --quiet,
+    --reanalyse (results from the final checkpoints, no training), --runs-per-device.
 
     `presets[name]()` returns {group: SweepConfig}; `run(configs, out_dir, progress)` trains and
     returns (runs, extra); `plot(doc, out_dir)` draws the figures from a results document.
@@ -186,6 +188,9 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
     ap.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
     ap.add_argument("--plot-only", action="store_true", help="redraw figures from results.json")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="recompute results.json, results.csv and the figures from the final "
+                         "checkpoints in --out without training (e.g. after adding a metric)")
     ap.add_argument("--runs-per-device", type=int, metavar="B",
                     help="runs each device computes per compiled call (default: all of a group's "
                          "runs in one call); a fixed B gives bit-identical results on any number "
@@ -204,16 +209,35 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
             configs = {g: c.replace(runs_per_device=args.runs_per_device)
                        for g, c in configs.items()}
         ckpts = [f"checkpoint_{g}.npz" for g in configs]
-        # a directory with another run's results is refused; one holding this experiment's
-        # checkpoints resumes (each group's checkpoint checks its own config when loaded)
-        found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
         res_file = os.path.join(out, "results.json")
-        if os.path.exists(res_file) and not args.overwrite:
-            raise OutDirError(f"{res_file} exists; pass --overwrite to replace it or --out to "
-                              f"write elsewhere")
-        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
-                        checkpoint_name=found[0] if found else "checkpoint.npz",
-                        artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+        previous = None
+        if args.reanalyse:
+            # every group must have finished training: a reanalysis never trains
+            for (g, cfg), c in zip(configs.items(), ckpts):
+                if not cfg.checkpoint_every:
+                    raise ConfigError(f"--reanalyse: preset {args.preset!r} (group {g!r}) does not "
+                                      f"checkpoint, so there is no saved state to analyse")
+                path = os.path.join(out, c)
+                ep = checkpoint_epoch(path) if os.path.exists(path) else None
+                if ep != cfg.optim.epochs:
+                    raise CheckpointError(
+                        f"--reanalyse needs the final checkpoint of every group; group {g!r} has "
+                        + (f"none ({path})" if ep is None else
+                           f"one at epoch {ep} of {cfg.optim.epochs}; run without --reanalyse "
+                           f"to finish training"))
+            if os.path.exists(res_file):
+                previous = load_results(out)
+        else:
+            # a directory with another run's results is refused; one holding this experiment's
+            # checkpoints resumes (each group's checkpoint checks its own config when loaded)
+            found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
+            if os.path.exists(res_file) and not args.overwrite:
+                raise OutDirError(f"{res_file} exists; pass --overwrite to replace it, --out to "
+                                  f"write elsewhere, or --reanalyse to recompute it from the "
+                                  f"checkpoints")
+            prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                            checkpoint_name=found[0] if found else "checkpoint.npz",
+                            artifacts=tuple(ckpts) + ("results.json", "results.csv"))
     except (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -224,7 +248,14 @@ def experiment_main(name: str, presets: Mapping[str, Callable[[], Dict[str, Swee
         print(f"error: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t0
-    write_results(out, name, args.preset, configs, runs, {"wall_time_s": wall, **(extra or {})})
+    extra = {"wall_time_s": wall, **(extra or {})}
+    if args.reanalyse:
+        extra["reanalysed"] = True
+        if previous is not None:
+            # the training times are those of the run that wrote the checkpoints
+            extra.update({k: previous[k] for k in ("wall_time_s", "timing") if k in previous})
+            extra["reanalysis_wall_time_s"] = wall
+    write_results(out, name, args.preset, configs, runs, extra)
     doc = load_results(out)
     plot(doc, out)
     print(runs_table(runs))

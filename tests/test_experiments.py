@@ -73,6 +73,23 @@ def test_fig31_refuses_overwrite_and_replots(fig31, capsys):
     assert "unknown preset" in capsys.readouterr().err
 
 
+def test_reanalyse_recomputes_results_from_the_checkpoints(fig33, capsys):
+    mod = _load("fig3_3_depth")
+    doc = json.load(open(os.path.join(fig33, "results.json")))
+    args = ["--preset", "smoke", "--out", fig33, "--quiet", "--runs-per-device", "1"]
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args + ["--reanalyse"]) == 0
+    again = json.load(open(os.path.join(fig33, "results.json")))
+    assert again["reanalysed"] and again["wall_time_s"] == doc["wall_time_s"]
+    # the same saved states give the same analysis, number for number
+    assert again["runs"] == doc["runs"]
+    # no checkpoint (another output directory): refused, nothing trained
+    other = os.path.join(fig33, "empty")
+    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
+                               ["--preset", "smoke", "--out", other, "--quiet", "--reanalyse"]) == 2
+    assert "needs the final checkpoint of every group" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(other, "results.json"))
+
+
 def test_fig33_layers_and_effective_depth(fig33):
     doc = json.load(open(os.path.join(fig33, "results.json")))
     assert doc["configs"]["affine"]["runs_per_device"] == 1
