@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from nc_jax.experiment import load_results
+from nc_jax.results import load_results
 
 TOLERANCE = 0.05
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from nc_jax.experiment import load_results
+from nc_jax.results import load_results
 
 
 def summary_table(runs, keys=("min_intra", "max_inter", "nc1")) -> str:

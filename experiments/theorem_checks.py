@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from nc_jax.experiment import load_results
+from nc_jax.results import load_results
 from nc_jax.plotting import plot_theorem
 from conjectures import _spearman  # noqa: E402  (same folder)
 

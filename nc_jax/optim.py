@@ -66,6 +66,11 @@ def sgd_weight_decay(learning_rate, weight_decay, momentum: float = 0.9, mode: s
     raise ValueError(f"weight_decay_mode must be 'coupled' or 'decoupled', got {mode!r}")
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """ceil(n / batch_size): full batches plus the partial one (drop_last=False)."""
+    return -(-n // batch_size)
+
+
 def make_optimizer(cfg: OptimConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """The optimizer of a config; LR decays at `cfg.decay_epochs` (converted to steps).
 
@@ -89,6 +94,3 @@ def set_hyperparams(opt_state, *, learning_rate=None, weight_decay=None):
         hp["weight_decay"] = jnp.asarray(weight_decay, hp["weight_decay"].dtype)
     return opt_state._replace(hyperparams=hp)
 
-
-def get_hyperparams(opt_state) -> dict:
-    return dict(opt_state.hyperparams)

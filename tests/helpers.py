@@ -26,3 +26,9 @@ def tiny_data(cfg: SweepConfig):
         _DATA[k] = teacher_dataset(jax.random.key(d.seed), n=d.n, dim=d.dim,
                                    num_classes=d.num_classes, teacher_width=d.teacher_width)
     return _DATA[k]
+
+
+def tiny_task(cfg: SweepConfig, data, **kwargs):
+    """The Task of `cfg` on `data` (model, loss and optimizer from the config unless given)."""
+    from nc_jax.task import make_task
+    return make_task(cfg, data, **kwargs)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from nc_jax import checkpoint as ck
+from nc_jax import files as nc_files
 from nc_jax.checkpoint import (CheckpointError, CheckpointMismatchError, OutDirError,
                                atomic_write_json, atomic_write_text, checkpoint_epoch,
                                load_checkpoint, prepare_out_dir, read_checkpoint,
@@ -25,10 +26,8 @@ from nc_jax.checkpoint import (CheckpointError, CheckpointMismatchError, OutDirE
                                save_checkpoint)
 from nc_jax.config import ConfigError, OptimConfig
 from nc_jax.models import MLP
-from nc_jax.optim import make_optimizer
-from nc_jax.sweep import init_states, run_grid, run_sweep
-from nc_jax.train import steps_per_epoch
-from tests.helpers import tiny_config, tiny_data
+from nc_jax.sweep import SweepState, init_states, run_grid, run_sweep
+from tests.helpers import tiny_config, tiny_data, tiny_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,9 +152,8 @@ def test_sigkill_then_same_command_resumes_bit_identically(tmp_path, reference):
 def _small_setup(cfg=None):
     cfg = cfg or resume_config()
     data = tiny_data(cfg)
-    model = MLP(depth=cfg.model.depth, width=cfg.model.width, num_classes=data.num_classes,
-                bn=cfg.model.bn)
-    tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size))
+    model = tiny_task(cfg, data)
+    tx = model.tx
     wd, sd = run_grid(cfg.weight_decays, cfg.seeds)
     lr = np.full(len(wd), cfg.optim.lr, np.float32)
     ident = run_identity(cfg, data, weight_decays=wd, seeds=sd, learning_rates=lr, chunk_epochs=2)
@@ -166,12 +164,12 @@ def _small_setup(cfg=None):
 def saved(tmp_path_factory):
     """A valid checkpoint of freshly initialised states with a made-up history (no training)."""
     cfg, data, model, tx, wd, sd, lr, ident = _small_setup()
-    states = init_states(model, tx, sd, lr, wd, data.dim)
+    states = init_states(model, sd, lr, wd, data.sample_shape)
     k = len(wd)
-    snap = {"states": states, "epoch": 2,
-            "history": {"loss": np.arange(2 * k, dtype=np.float32).reshape(k, 2)},
-            "records": {"accuracy": np.full((k, 1), 0.5, np.float32)},
-            "record_epochs": np.array([2])}
+    snap = SweepState(states=states, epoch=2,
+                      history={"loss": np.arange(2 * k, dtype=np.float32).reshape(k, 2)},
+                      records={"accuracy": np.full((k, 1), 0.5, np.float32)},
+                      record_epochs=np.array([2]), runs_per_device=0)
     path = tmp_path_factory.mktemp("ck") / "checkpoint.npz"
     save_checkpoint(path, snap, ident)
     return path, states, snap, ident, (cfg, data, model, tx, wd, sd, lr)
@@ -185,18 +183,18 @@ def _copy(src, dst, data: bytes = None):
 def test_save_load_round_trip_restores_every_leaf(saved):
     path, states, snap, ident, _ = saved
     back = load_checkpoint(path, states, ident)
-    assert back["epoch"] == 2
-    np.testing.assert_array_equal(back["history"]["loss"], snap["history"]["loss"])
-    np.testing.assert_array_equal(back["records"]["accuracy"], snap["records"]["accuracy"])
-    np.testing.assert_array_equal(back["record_epochs"], [2])
-    assert jax.tree.structure(back["states"]) == jax.tree.structure(states)
-    for a, b in zip(jax.tree.leaves(states), jax.tree.leaves(back["states"])):
+    assert back.epoch == 2
+    np.testing.assert_array_equal(back.history["loss"], snap.history["loss"])
+    np.testing.assert_array_equal(back.records["accuracy"], snap.records["accuracy"])
+    np.testing.assert_array_equal(back.record_epochs, [2])
+    assert jax.tree.structure(back.states) == jax.tree.structure(states)
+    for a, b in zip(jax.tree.leaves(states), jax.tree.leaves(back.states)):
         assert a.dtype == b.dtype and a.shape == b.shape
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys come back as typed keys
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # optimizer hyperparameters (per-run LR and WD) are part of the state
-    np.testing.assert_array_equal(back["states"].opt_state.hyperparams["weight_decay"],
+    np.testing.assert_array_equal(back.states.opt_state.hyperparams["weight_decay"],
                                   np.asarray(states.opt_state.hyperparams["weight_decay"]))
     # the file is a plain, pickle-free .npz
     with np.load(path, allow_pickle=False) as f:
@@ -267,7 +265,7 @@ def test_config_mismatch_names_the_fields(saved):
     same = run_identity(cfg.replace(checkpoint_every=4), data, weight_decays=run_grid(
         cfg.weight_decays, cfg.seeds)[0], seeds=run_grid(cfg.weight_decays, cfg.seeds)[1],
         learning_rates=np.full(3, 0.05, np.float32), chunk_epochs=2)
-    assert load_checkpoint(path, states, same)["epoch"] == 2
+    assert load_checkpoint(path, states, same).epoch == 2
 
 
 def test_other_data_is_refused(saved):
@@ -282,14 +280,14 @@ def test_other_data_is_refused(saved):
 
 def test_template_with_other_shapes_is_refused(saved):
     path, _, _, ident, (cfg, data, model, tx, wd, sd, lr) = saved
-    wide = MLP(depth=cfg.model.depth, width=cfg.model.width + 1, num_classes=data.num_classes,
-               bn=cfg.model.bn)
-    template = jax.eval_shape(lambda: init_states(wide, tx, sd, lr, wd, data.dim))
+    wide = tiny_task(cfg, data, model=MLP(depth=cfg.model.depth, width=cfg.model.width + 1,
+                                          num_classes=data.num_classes, bn=cfg.model.bn))
+    template = jax.eval_shape(lambda: init_states(wide, sd, lr, wd, data.sample_shape))
     with pytest.raises(CheckpointError, match=r"has shape .*expected"):
         load_checkpoint(path, template, ident)
-    deeper = MLP(depth=cfg.model.depth + 1, width=cfg.model.width, num_classes=data.num_classes,
-                 bn=cfg.model.bn)
-    template = jax.eval_shape(lambda: init_states(deeper, tx, sd, lr, wd, data.dim))
+    deeper = tiny_task(cfg, data, model=MLP(depth=cfg.model.depth + 1, width=cfg.model.width,
+                                            num_classes=data.num_classes, bn=cfg.model.bn))
+    template = jax.eval_shape(lambda: init_states(deeper, sd, lr, wd, data.sample_shape))
     with pytest.raises(CheckpointError, match="another structure"):
         load_checkpoint(path, template, ident)
 
@@ -316,7 +314,7 @@ def test_atomic_write_replaces_whole_file_or_nothing(tmp_path, monkeypatch):
     atomic_write_json(p, {"a": [1, 2.5, None]})
     assert json.loads(p.read_text()) == {"a": [1, 2.5, None]}
     mode = stat.S_IMODE(os.stat(p).st_mode)
-    assert mode & 0o044 == 0o044 & ~ck._UMASK  # not mkstemp's 0600: readable like open()'s
+    assert mode & 0o044 == 0o044 & ~nc_files._UMASK  # not mkstemp's 0600: readable like open()'s
 
     def crash(src, dst):  # the process dies between writing the temp file and the rename
         raise KeyboardInterrupt

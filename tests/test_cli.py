@@ -23,7 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["--weight-decays", "inf"], "weight_decays[0] must be finite, got inf"),
     (["--epochs", "0"], "optim.epochs must be >= 1, got 0"),
     (["--seeds", "1,1"], "seeds must be distinct"),
-    (["--preset", "huge"], "unknown preset 'huge'; known presets: ['demo', 'paper']"),
+    (["--preset", "huge"], "unknown preset 'huge' of experiment 'sweep'; known presets: ['demo', 'paper']"),
+    (["--set", "model.widht=3"], "unknown config field(s) ['model.widht']"),
+    (["--set", "optimizer.lr=3"], "unknown config field 'optimizer.lr'"),
+    (["--set", "lr"], "--set expects field=value, got 'lr'"),
+    (["--model", "vgg"], "model.name must be one of ('cnn', 'mlp', 'resnet'), got 'vgg'"),
+    (["--loss", "hinge"], "loss.name must be one of ('ce', 'mse', 'label_smoothing'), got 'hinge'"),
+    (["--experiment", "fig9"], "unknown experiment 'fig9'"),
     (["--out", "{tmp}", "--checkpoint-every", "-2"], "checkpoint_every must be >= 0, got -2"),
     (["--runs-per-device", "-1"], "runs_per_device must be >= 0, got -1"),
 ])
@@ -69,11 +75,14 @@ def test_out_writes_results_and_rerun_resumes(tmp_path, capsys):
     first_table = capsys.readouterr().out.splitlines()[:3]
     assert checkpoint_epoch(out / "checkpoint.npz") == 2
     doc = json.loads((out / "results.json").read_text())
-    assert doc["config"]["optim"]["epochs"] == 2 and doc["config"]["checkpoint_every"] == 1
-    assert len(doc["runs"]) == 1 and doc["runs"][0]["weight_decay"] == pytest.approx(1e-3)
-    assert len(doc["history"]["loss"][0]) == 2
+    cfg = doc["configs"]["sweep"]
+    assert cfg["optim"]["epochs"] == 2 and cfg["checkpoint_every"] == 1
+    assert len(doc["runs"]) == 1 and doc["runs"][0]["weight_decay"] == 1e-3  # as given
+    assert len(doc["runs"][0]["history"]["loss"]) == 2
+    # the NC report is in the results: final numbers and the theorem's quantities
+    assert {"min_intra", "max_inter", "nc1", "cdnv", "min_loss"} <= set(doc["runs"][0])
     csv_lines = (out / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("bn,depth,width,weight_decay") and len(csv_lines) == 2
+    assert csv_lines[0].startswith("model,depth,width,bn,loss,weight_decay") and len(csv_lines) == 2
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "results.csv", "results.json"]
 
     # the same command again: restored from the final checkpoint, the same numbers
@@ -82,7 +91,7 @@ def test_out_writes_results_and_rerun_resumes(tmp_path, capsys):
     assert "resuming from" in captured.err and "epoch 2 of 2" in captured.err
     assert captured.out.splitlines()[:3] == first_table
     doc2 = json.loads((out / "results.json").read_text())
-    assert doc2["runs"] == doc["runs"] and doc2["history"] == doc["history"]
+    assert doc2["runs"] == doc["runs"]
 
     # a different command against the checkpoint names the differing field
     changed = [a if a != "2" else "3" for a in argv]  # --depth 3 --epochs 3

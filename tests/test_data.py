@@ -57,16 +57,18 @@ def test_unbalanced_option_and_bad_n():
         teacher_dataset(jax.random.key(1), n=101, dim=4, num_classes=3)
 
 
-def test_load_npz_flattens_and_remaps(tmp_path):
+def test_load_npz_keeps_the_sample_shape_and_remaps(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 2, 3))
     y = np.array([3, 7, 9, 3, 7, 9, 3, 7, 9, 3, 7, 9])
     p = tmp_path / "d.npz"
     np.savez(p, x=x, y=y)
     d = load_npz(str(p))
-    assert d.x.shape == (12, 6) and d.num_classes == 3
+    # inputs keep their per-sample shape (images stay images; an MLP flattens them itself)
+    assert d.x.shape == (12, 2, 3) and d.sample_shape == (2, 3) and d.dim == 6
+    assert d.num_classes == 3
     np.testing.assert_array_equal(d.y, np.searchsorted([3, 7, 9], y))
-    np.testing.assert_allclose(d.x, x.reshape(12, 6), rtol=1e-6)
+    np.testing.assert_allclose(d.x, x, rtol=1e-6)
     assert d.info["original_labels"] == [3, 7, 9]
 
 

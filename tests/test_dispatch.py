@@ -12,11 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nc_jax.models import MLP
-from nc_jax.optim import make_optimizer
+from nc_jax.optim import steps_per_epoch
 from nc_jax.sweep import default_record_fn, init_states, make_chunk_fn, train_runs
-from nc_jax.train import steps_per_epoch
-from tests.helpers import tiny_config, tiny_data
+from tests.helpers import tiny_config, tiny_data, tiny_task
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -42,24 +40,22 @@ def _setup(weight_decays=(1e-4, 5e-3, 1e-2), n=250):
     cfg = tiny_config(weight_decays=weight_decays, seeds=(0,))
     data = tiny_data(cfg)
     x_np, y_np = data.x[:n], data.y[:n]
-    model = MLP(depth=cfg.model.depth, width=cfg.model.width, num_classes=data.num_classes,
-                bn=cfg.model.bn)
-    tx = make_optimizer(cfg.optim, steps_per_epoch(n, cfg.optim.batch_size))
+    task = tiny_task(cfg, dataclasses.replace(data, x=x_np, y=y_np, info={}))
     k = len(weight_decays)
 
     def states_for(wds):
-        return init_states(model, tx, np.zeros(k, np.int64), np.full(k, cfg.optim.lr, np.float32),
-                           np.asarray(wds, np.float32), x_np.shape[1])
+        return init_states(task, np.zeros(k, np.int64), np.full(k, cfg.optim.lr, np.float32),
+                           np.asarray(wds, np.float32), x_np.shape[1:])
 
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
-    return cfg, model, tx, x, y, states_for
+    return cfg, task, x, y, states_for
 
 
 @pytest.mark.parametrize("with_record", [False, True])
 def test_epoch_chunk_stays_on_device_and_compiles_once(with_record):
-    cfg, model, tx, x, y, states_for = _setup()
-    record = default_record_fn(model) if with_record else None
-    fn = make_chunk_fn(model, tx, cfg.optim.batch_size, 1, record)
+    cfg, task, x, y, states_for = _setup()
+    record = default_record_fn(task) if with_record else None
+    fn = make_chunk_fn(task, cfg.optim.batch_size, 1, record)
     states = states_for((1e-4, 5e-3, 1e-2))
     # the program holds no host callback, infeed/outfeed or send/recv: nothing inside it can
     # reach the host (on CPU the guard below cannot see device-to-host copies, which are free)
@@ -88,8 +84,8 @@ def test_epoch_chunk_stays_on_device_and_compiles_once(with_record):
 
 
 def test_new_weight_decays_reuse_the_compiled_chunk():
-    cfg, model, tx, x, y, states_for = _setup()
-    fn = make_chunk_fn(model, tx, cfg.optim.batch_size, 1, None)
+    cfg, task, x, y, states_for = _setup()
+    fn = make_chunk_fn(task, cfg.optim.batch_size, 1, None)
     a, b = states_for((1e-4, 5e-3, 1e-2)), states_for((0.0, 3e-2, 7e-3))
     jax.block_until_ready((a, b))
     a, hist_a, _ = fn(a, x, y)
@@ -108,8 +104,8 @@ def test_new_weight_decays_reuse_the_compiled_chunk():
 
 def test_aot_compiled_chunk_runs_epochs_without_transfers():
     """The object `train_runs` calls: `.lower(...).compile()` of the chunk function."""
-    cfg, model, tx, x, y, states_for = _setup()
-    fn = make_chunk_fn(model, tx, cfg.optim.batch_size, 2, default_record_fn(model))
+    cfg, task, x, y, states_for = _setup()
+    fn = make_chunk_fn(task, cfg.optim.batch_size, 2, default_record_fn(task))
     states = states_for((1e-4, 5e-3, 1e-2))
     compiled = fn.lower(states, x, y).compile()
     states, _, _ = compiled(states, x, y)
@@ -129,10 +125,8 @@ def test_train_runs_dispatches_one_call_per_chunk(epochs_per_call):
     cfg = tiny_config(weight_decays=(1e-4, 1e-2), seeds=(0,)).replace(record_every=0)
     cfg = cfg.replace(optim=dataclasses.replace(cfg.optim, epochs=6))
     data = tiny_data(cfg)
-    model = MLP(depth=cfg.model.depth, width=cfg.model.width, num_classes=data.num_classes,
-                bn=cfg.model.bn)
     calls = []
-    res = train_runs(model, cfg, data, progress=False, epochs_per_call=epochs_per_call,
-                     chunk_callback=lambda epoch, *a: calls.append(epoch))
+    res = train_runs(tiny_task(cfg, data), cfg, data, progress=False,
+                     epochs_per_call=epochs_per_call, hooks=[lambda ev: calls.append(ev.epoch)])
     assert calls == list(range(epochs_per_call, 7, epochs_per_call))
     assert res.history["loss"].shape == (2, 6)

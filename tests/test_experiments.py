@@ -4,9 +4,12 @@ import importlib.util
 import json
 import math
 import os
+import subprocess
 import sys
 
 import pytest
+
+from nc_jax.experiment import experiment_main, get_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = os.path.join(ROOT, "experiments")
@@ -23,21 +26,22 @@ def _load(name):
 
 @pytest.fixture(scope="module")
 def fig31(tmp_path_factory):
+    # the script itself, in a fresh process: the thin wrapper and the console entry point
     out = str(tmp_path_factory.mktemp("fig31"))
-    mod = _load("fig3_1_wd_bn")
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
-                               ["--preset", "smoke", "--out", out, "--quiet"]) == 0
-    return out, mod
+    p = subprocess.run([sys.executable, os.path.join(EXP, "fig3_1_wd_bn.py"), "--preset", "smoke",
+                        "--out", out, "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "6 runs in" in p.stdout
+    return out, "fig3_1"
 
 
 @pytest.fixture(scope="module")
 def fig33(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("fig33"))
-    mod = _load("fig3_3_depth")
     # one run per compiled call: the grouped layout end to end
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
-                               ["--preset", "smoke", "--out", out, "--quiet",
-                                "--runs-per-device", "1"]) == 0
+    assert experiment_main("fig3_3", ["--preset", "smoke", "--out", out, "--quiet",
+                                      "--runs-per-device", "1"]) == 0
     return out
 
 
@@ -62,30 +66,29 @@ def test_fig31_outputs(fig31):
 
 
 def test_fig31_refuses_overwrite_and_replots(fig31, capsys):
-    out, mod = fig31
+    out, name = fig31
     args = ["--preset", "smoke", "--out", out, "--quiet"]
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args) == 2
+    assert experiment_main(name, args) == 2
     assert "--overwrite" in capsys.readouterr().err
     os.remove(os.path.join(out, "fig3_1.png"))
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args + ["--plot-only"]) == 0
+    assert experiment_main(name, args + ["--plot-only"]) == 0
     assert os.path.exists(os.path.join(out, "fig3_1.png"))
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, ["--preset", "nope"]) == 2
+    assert experiment_main(name, ["--preset", "nope"]) == 2
     assert "unknown preset" in capsys.readouterr().err
 
 
 def test_reanalyse_recomputes_results_from_the_checkpoints(fig33, capsys):
-    mod = _load("fig3_3_depth")
     doc = json.load(open(os.path.join(fig33, "results.json")))
     args = ["--preset", "smoke", "--out", fig33, "--quiet", "--runs-per-device", "1"]
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args + ["--reanalyse"]) == 0
+    assert experiment_main("fig3_3", args + ["--reanalyse"]) == 0
     again = json.load(open(os.path.join(fig33, "results.json")))
     assert again["reanalysed"] and again["wall_time_s"] == doc["wall_time_s"]
     # the same saved states give the same analysis, number for number
     assert again["runs"] == doc["runs"]
     # no checkpoint (another output directory): refused, nothing trained
     other = os.path.join(fig33, "empty")
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
-                               ["--preset", "smoke", "--out", other, "--quiet", "--reanalyse"]) == 2
+    assert experiment_main("fig3_3", ["--preset", "smoke", "--out", other, "--quiet",
+                                      "--reanalyse"]) == 2
     assert "needs the final checkpoint of every group" in capsys.readouterr().err
     assert not os.path.exists(os.path.join(other, "results.json"))
 
@@ -141,47 +144,46 @@ def test_conjecture_322_counts_violations():
 
 
 def test_data_complexity_smoke(tmp_path):
-    mod = _load("data_complexity")
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
-                               ["--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
+    assert experiment_main("data_complexity",
+                           ["--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
     doc = json.load(open(tmp_path / "results.json"))
     assert [r["group"] for r in doc["runs"]] == ["conic hull", "teacher depth 3", "teacher depth 6"]
     assert [r["data"] for r in doc["runs"]] == ["conic", "teacher", "teacher"]
 
 
-def test_real_data_on_user_npz(tmp_path, monkeypatch):
+def test_real_data_on_user_npz(tmp_path):
     import numpy as np
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 3, 3)).astype(np.float32)
     y = np.repeat([2, 5, 7], 40)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    monkeypatch.setenv("NC_JAX_NPZ", str(tmp_path / "d.npz"))
-    monkeypatch.setenv("NC_JAX_EPOCHS", "2")
-    monkeypatch.setenv("NC_JAX_BATCH", "32")
-    monkeypatch.setenv("NC_JAX_WDS", "1e-3")
-    mod = _load("real_data")
     out = tmp_path / "out"
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot,
-                               ["--preset", "npz", "--out", str(out), "--quiet"]) == 0
+    assert experiment_main("real_data", [
+        "--preset", "quick", "--data", str(tmp_path / "d.npz"), "--set", "data.standardize=true",
+        "--set", "optim.epochs=2", "--set", "optim.batch_size=32", "--set", "weight_decays=1e-3",
+        "--out", str(out), "--quiet"]) == 0
     doc = json.load(open(out / "results.json"))
     assert doc["data"]["num_classes"] == 3 and doc["data"]["dim"] == 9 and len(doc["runs"]) == 3
+    assert doc["data"]["sample_shape"] == [3, 3]
+    assert doc["configs"]["affine"]["data"]["path"] == str(tmp_path / "d.npz")
+    assert [r["weight_decay"] for r in doc["runs"]] == [1e-3] * 3  # as given, not 0.0010000000474
 
 
 def test_experiment_checkpoints_and_resumes(tmp_path, monkeypatch):
     """A preset with checkpoint_every writes per-group checkpoints; re-running after the results
     are gone resumes from them (restoring finished sweeps) and reproduces the same numbers."""
     import dataclasses
-    mod = _load("fig3_3_depth")
-    base = mod.PRESETS["smoke"]()
-    monkeypatch.setitem(mod.PRESETS, "ckpt", lambda: {
+    presets = get_experiment("fig3_3").presets
+    base = presets["smoke"]()
+    monkeypatch.setitem(presets, "ckpt", lambda: {
         g: dataclasses.replace(c, checkpoint_every=2) for g, c in base.items()})
     out = tmp_path / "o"
     args = ["--preset", "ckpt", "--out", str(out), "--quiet"]
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args) == 0
+    assert experiment_main("fig3_3", args) == 0
     assert (out / "checkpoint_affine.npz").exists()
     first = json.load(open(out / "results.json"))["runs"]
     os.remove(out / "results.json")
-    assert mod.experiment_main(mod.NAME, mod.PRESETS, mod.run, mod.plot, args) == 0
+    assert experiment_main("fig3_3", args) == 0
     again = json.load(open(out / "results.json"))["runs"]
     assert [r["min_intra"] for r in again] == [r["min_intra"] for r in first]
     assert [r["layers"] for r in again] == [r["layers"] for r in first]

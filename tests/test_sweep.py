@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 
 from nc_jax.config import ConfigError, OptimConfig
-from nc_jax.models import MLP
 from nc_jax.sweep import init_states, run_grid, run_sweep, train_runs
-from nc_jax.optim import make_optimizer
 from nc_jax.train import steps_per_epoch
-from tests.helpers import tiny_config, tiny_data
+from tests.helpers import tiny_config, tiny_data, tiny_task
 
 
 def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
@@ -35,9 +33,8 @@ def test_vmapped_sweep_equals_separate_runs():
 def test_same_seed_same_init_and_batches_and_bn_stats_per_run():
     cfg = tiny_config(weight_decays=(0.0, 0.0, 1e-2), seeds=(5,))
     data = tiny_data(cfg)
-    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
-    tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size))
-    s0 = init_states(model, tx, [5, 5, 6], [0.05] * 3, [0.0, 0.01, 0.0], data.dim)
+    s0 = init_states(tiny_task(cfg, data), [5, 5, 6], [0.05] * 3, [0.0, 0.01, 0.0],
+                     data.sample_shape)
     for a in jax.tree.leaves(s0.params):
         np.testing.assert_array_equal(a[0], a[1])  # same seed -> identical init
     for name in ("dense_0", "dense_1", "head"):  # BN starts at (1, 0) whatever the seed
@@ -78,12 +75,12 @@ def test_partial_last_batch_is_a_step():
 def test_diverged_run_flagged_and_others_unchanged():
     cfg = tiny_config(seeds=(0,), weight_decays=(1e-4, 1e-4, 1e-4))
     data = tiny_data(cfg)
-    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    task = tiny_task(cfg, data)
     wd, sd = np.full(3, 1e-4, np.float32), np.array([0, 1, 2])
     lrs = np.array([0.05, 1e9, 0.05], np.float32)
-    res = train_runs(model, cfg, data, weight_decays=wd, seeds=sd, learning_rates=lrs, progress=False)
+    res = train_runs(task, cfg, data, weight_decays=wd, seeds=sd, learning_rates=lrs, progress=False)
     assert res.diverged.tolist() == [False, True, False]
-    ok = train_runs(model, cfg, data, weight_decays=wd[[0, 2]], seeds=sd[[0, 2]],
+    ok = train_runs(task, cfg, data, weight_decays=wd[[0, 2]], seeds=sd[[0, 2]],
                     learning_rates=lrs[[0, 2]], progress=False)
     np.testing.assert_allclose(res.final_loss[[0, 2]], ok.final_loss, rtol=1e-6)
     runs = res.runs()
@@ -115,7 +112,7 @@ def test_batch_larger_than_data_rejected():
 ])
 def test_explicit_run_arrays_validated(wd, lr, match):
     cfg = tiny_config()
-    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
+    task = tiny_task(cfg, tiny_data(cfg))
     with pytest.raises(ConfigError, match=match):
-        train_runs(model, cfg, tiny_data(cfg), weight_decays=np.array(wd), seeds=np.array([0, 1]),
+        train_runs(task, cfg, tiny_data(cfg), weight_decays=np.array(wd), seeds=np.array([0, 1]),
                    learning_rates=np.array(lr), progress=False)

@@ -1,8 +1,7 @@
 import jax
 import numpy as np
 
-from nc_jax.analysis import run_report, sweep_reports
-from nc_jax.models import MLP
+from nc_jax.reporting import run_report, sweep_reports
 from nc_jax.sweep import run_sweep
 from tests.helpers import tiny_config, tiny_data
 
@@ -32,10 +31,8 @@ def test_run_report_against_numpy_and_theory():
     cfg = tiny_config(weight_decays=(5e-3,), seeds=(0,))
     data = tiny_data(cfg)
     res = run_sweep(cfg, data, progress=False)
-    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
     st = res.state(0)
-    rep = jax.tree.map(np.asarray, run_report(st, data.x, data.y, model=model, num_classes=4,
-                                              layers=True))
+    rep = jax.tree.map(np.asarray, run_report(st, data.x, data.y, res.task, layers=True))
     logits, feats = _np_forward_eval(st.params, st.batch_stats, data.x, 3)
     h = feats[-1]
     # cross-entropy and accuracy of the eval-mode network
@@ -72,9 +69,8 @@ def test_sweep_reports_equal_per_run_reports():
     cfg = tiny_config(weight_decays=(1e-4, 1e-2), seeds=(0, 1))
     data = tiny_data(cfg)
     res = run_sweep(cfg, data, progress=False)
-    model = MLP(depth=3, width=16, num_classes=4, bn="affine")
-    allr = sweep_reports(res.states, data.x, data.y, model=model, num_classes=4, batch_size=3)
+    allr = sweep_reports(res.states, data.x, data.y, res.task, batch_size=3)
     for i in range(4):
-        one = run_report(res.state(i), data.x, data.y, model=model, num_classes=4)
+        one = run_report(res.state(i), data.x, data.y, res.task)
         for k in ("min_intra", "nc1", "train_loss", "alpha"):
             np.testing.assert_allclose(np.asarray(allr[k][i]), np.asarray(one[k]), rtol=1e-5)

@@ -1,0 +1,236 @@
+"""Per-run NC analysis of trained states, built from composable reporters.
+
+A *reporter* is a function `reporter(view) -> {name: array}` of one run's `RunView` (the task,
+the state, the whole training set, and the eval- / train-mode forward passes computed once and
+shared). `run_report` merges the dicts of a list of reporters inside one jitted program; a new
+metric is one new reporter. All functions take a single-run state (no run axis) and are vmapped
+over runs by the callers, so the same code serves one run or a whole sweep.
+
+Reporters (default order): `loss_accuracy`, `collapse`, `theory` (cross-entropy only),
+`prop221` (models whose last feature is a BN output), `per_layer` (with `layers=True`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Dict, List, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nc_jax import metrics, theory
+from nc_jax.losses import cross_entropy
+from nc_jax.models import MLP
+from nc_jax.task import Task
+from nc_jax.train import TrainState, forward
+
+Reporter = Callable[["RunView"], Dict[str, jax.Array]]
+
+
+def _flat(h: jax.Array) -> jax.Array:
+    """Features (N, ...) -> (N, d): conv feature maps are measured as vectors."""
+    return h.reshape(h.shape[0], -1)
+
+
+class RunView:
+    """One run's state on the whole training set; forward passes are computed on first use and
+    shared by every reporter (Python-level caching while tracing, so XLA sees each once)."""
+
+    def __init__(self, task: Task, state: TrainState, x, y):
+        self.task, self.state, self.x, self.y = task, state, x, y
+        self.num_classes = task.num_classes
+
+    @functools.cached_property
+    def eval(self):
+        """(logits (N, C), features tuple) with BN in eval mode (running statistics)."""
+        return forward(self.state, self.x, self.task, train=False)
+
+    @functools.cached_property
+    def train_features(self):
+        """Features with BN normalizing by the whole set's own statistics (train mode)."""
+        return forward(self.state, self.x, self.task, train=True)[1]
+
+    @property
+    def logits(self):
+        return self.eval[0]
+
+    @property
+    def h(self):
+        """The penultimate feature h (N, d) the classifier reads."""
+        return _flat(self.eval[1][-1])
+
+    @functools.cached_property
+    def classifier(self):
+        return self.task.weights(self.state.params)
+
+
+def loss_accuracy(v: RunView) -> Dict[str, jax.Array]:
+    """train_loss (the task's loss) and train_accuracy on the whole set, BN in eval mode."""
+    return {"train_loss": v.task.loss(v.logits, v.y),
+            "train_accuracy": jnp.mean(jnp.argmax(v.logits, -1) == v.y)}
+
+
+def collapse(v: RunView) -> Dict[str, jax.Array]:
+    """`metrics.collapse_report` of the last-layer features h with the classifier W and logits."""
+    W, _ = v.classifier
+    return dict(metrics.collapse_report(v.h, v.y, v.num_classes, W=W, logits=v.logits))
+
+
+def theory_quantities(v: RunView, delta: float = 0.1) -> Dict[str, jax.Array]:
+    """alpha = feature_rms(h), beta = weight_scale(W) for every loss; for cross-entropy also
+    Theorem 2.3.1's quantities. A head bias b is folded in as the thesis remarks (a constant 1
+    appended to every feature, b to every weight row): alpha_aug = sqrt(alpha^2 + 1), beta_aug =
+    ||[W b]||_F / sqrt(C), min_loss = m(alpha_aug, beta_aug) (a true lower bound of the loss),
+    loss_gap = epsilon = CE - m, rate = exp(C/(C-1) ab)/(ab) sqrt(eps/delta). Without a bias
+    the aug values equal alpha and beta. The theorem is a cross-entropy statement: other losses
+    get alpha and beta only."""
+    W, b = v.classifier
+    out = {"alpha": theory.feature_rms(v.h), "beta": theory.weight_scale(W)}
+    if v.task.loss_name != "ce":
+        return out
+    if b is None:
+        alpha_aug, beta_aug = out["alpha"], out["beta"]
+    else:
+        alpha_aug = jnp.sqrt(out["alpha"] ** 2 + 1.0)
+        beta_aug = theory.weight_scale(jnp.concatenate([W, b[:, None]], axis=1))
+    m = theory.min_loss(alpha_aug, beta_aug, v.num_classes)
+    eps = cross_entropy(v.logits, v.y) - m
+    out.update(alpha_aug=alpha_aug, beta_aug=beta_aug, min_loss=m, loss_gap=eps,
+               rate=theory.rate_term(alpha_aug, beta_aug, v.num_classes, eps, delta))
+    return out
+
+
+def prop221(v: RunView) -> Dict[str, jax.Array]:
+    """Proposition 2.2.1 for an MLP with BN (its last feature is the last BN's output): the
+    train-mode RMS of that output next to ||gamma|| and ||beta||; with beta != 0 the identity
+    reads rms^2 = ||gamma||^2 + ||beta||^2 (up to the BN epsilon), held by `prop221_rhs`.
+    Other models: no keys (their penultimate feature is not a BN output)."""
+    model = v.task.model
+    if not isinstance(model, MLP) or model.bn == "none":
+        return {}
+    name = f"bn_{model.depth - 2}"
+    if model.bn == "affine" and name in v.state.params:
+        g = jnp.linalg.norm(v.state.params[name]["scale"])
+        bt = jnp.linalg.norm(v.state.params[name]["bias"])
+    else:
+        g = bt = jnp.float32(jnp.nan)
+    return {"rms_train": theory.feature_rms(_flat(v.train_features[-1])), "gamma_norm": g,
+            "beta_norm": bt, "prop221_rhs": jnp.sqrt(g ** 2 + bt ** 2)}
+
+
+def per_layer(v: RunView) -> Dict[str, jax.Array]:
+    """Per-layer arrays `layer_<key>` (L,) of `metrics.layerwise` over the model's features."""
+    lw = metrics.layerwise([_flat(f) for f in v.eval[1]], v.y, v.num_classes)
+    return {f"layer_{k}": a for k, a in lw.items()}
+
+
+DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, theory_quantities, prop221)
+
+
+def run_report(state: TrainState, x, y, task: Task, *, layers: bool = False,
+               reporters: Sequence[Reporter] = DEFAULT_REPORTERS) -> Dict[str, jax.Array]:
+    """Everything the experiments report for one trained run (whole training set, BN in eval
+    mode unless a reporter says otherwise): the union of the reporters' dicts, plus the per-layer
+    reporter with `layers=True`."""
+    v = RunView(task, state, x, y)
+    out: Dict[str, jax.Array] = {}
+    for rep in tuple(reporters) + ((per_layer,) if layers else ()):
+        out.update(rep(v))
+    return out
+
+
+def record_fn(task: Task, reporters: Sequence[Reporter] = (collapse,)) -> Callable:
+    """`(state, x, y) -> {name: scalar}` for NC during training, inside the compiled loop:
+    full-set `loss` and `accuracy` (BN eval mode) and the reporters' keys (default: the
+    collapse report of the last-layer features)."""
+
+    def record(state: TrainState, x, y) -> Dict[str, jax.Array]:
+        v = RunView(task, state, x, y)
+        out = {"loss": v.task.loss(v.logits, y),
+               "accuracy": jnp.mean(jnp.argmax(v.logits, -1) == y)}
+        for rep in reporters:
+            out.update(rep(v))
+        return out
+
+    return record
+
+
+def sweep_reports(states: TrainState, x, y, task: Task, *, layers: bool = False,
+                  batch_size: int = 1,
+                  reporters: Sequence[Reporter] = DEFAULT_REPORTERS) -> Dict[str, np.ndarray]:
+    """`run_report` for every run of stacked `states` (leading run axis K). Returns {name: (K, ...)}.
+
+    One jitted single-run program, called on `batch_size` runs at a time (vmapped when > 1), so a
+    deep, wide sweep never holds every run's full-set activations at once. A host loop over runs
+    rather than `lax.map`: `lax.map` around the per-layer report (eigendecompositions inside a
+    loop) was seen to deadlock XLA:CPU's thread pool on a 2-core machine (15-layer sweep).
+    """
+    fn = functools.partial(run_report, x=x, y=y, task=task, layers=layers, reporters=reporters)
+    k = int(np.shape(jax.tree.leaves(states.step)[0])[0])
+    step = max(1, min(int(batch_size), k))
+    one = jax.jit(jax.vmap(fn))
+    parts = []
+    for start in range(0, k, step):
+        idx = np.arange(start, min(start + step, k))
+        parts.append(jax.tree.map(np.asarray, one(jax.tree.map(lambda a: a[idx], states))))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+#: NCC error threshold of the epsilon-effective depth (Definition 3.2.2). The thesis does not
+#: give its epsilon; 1% error is "near-perfect NCC accuracy".
+EFFECTIVE_DEPTH_EPS = 0.01
+#: A run is converged when it reaches this train accuracy (BN eval mode, whole set): the thesis
+#: keeps only runs with perfect training accuracy.
+CONVERGED_ACCURACY = 1.0
+
+
+def py(v):
+    """numpy / jax scalar or array -> JSON-friendly Python (NaN and inf -> None)."""
+    a = np.asarray(v)
+    if a.ndim == 0:
+        x = a.item()
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        return x
+    return [py(e) for e in a]
+
+
+def analyse(result, data, layers: bool = False, *, group: str = "",
+            eps: float = EFFECTIVE_DEPTH_EPS,
+            reporters: Sequence[Reporter] = DEFAULT_REPORTERS) -> List[dict]:
+    """One dict per run of a `SweepResult`: the run's identity (model, depth, width, bn, loss,
+    weight decay, seed, learning rate, data kind; from what ran), the `run_report` keys (BN in
+    eval mode, whole training set), `converged` (100% train accuracy), the training curves
+    recorded in the loop (`curves`: every `record_every` epochs; `history`: train-mode loss
+    and accuracy of every epoch) and, with `layers`, per-layer metrics (`layers`: a list of dicts) and
+    the eps-effective depth. A diverged run keeps its identity but every metric is None."""
+    if data.num_classes != result.task.num_classes or data.n != len(data.y):
+        raise ValueError(f"analyse: the data has {data.num_classes} classes but the sweep's task "
+                         f"{result.task.num_classes}")
+    reps = sweep_reports(result.states, data.x, data.y, result.task, layers=layers,
+                         reporters=reporters)
+    info = getattr(data, "info", {}) or {}
+    out = []
+    for i, base in enumerate(result.runs()):
+        r = dict(base, group=group, data=info.get("kind", result.config.data.kind),
+                 teacher_depth=info.get("teacher_depth"), epochs=result.config.optim.epochs)
+        div = bool(result.diverged[i])
+        for k, v in reps.items():
+            if not k.startswith("layer_"):
+                r[k] = None if div else py(v[i])
+        r["converged"] = (not div) and r["train_accuracy"] is not None and \
+            r["train_accuracy"] >= CONVERGED_ACCURACY
+        if layers:
+            keys = [k for k in reps if k.startswith("layer_")]
+            n_layers = reps[keys[0]].shape[1]
+            r["layers"] = None if div else [
+                {k[len("layer_"):]: py(reps[k][i, l]) for k in keys} for l in range(n_layers)]
+            r["effective_depth"] = None if div else int(metrics.effective_depth(
+                1.0 - reps["layer_ncc_accuracy"][i], eps))
+            r["effective_depth_eps"] = eps
+        r["history"] = None if div else {k: py(v[i]) for k, v in result.history.items()}
+        if result.records:
+            r["curves"] = None if div else {"epoch": py(result.record_epochs),
+                                            **{k: py(v[i]) for k, v in result.records.items()}}
+        out.append(r)
+    return out
