@@ -21,7 +21,6 @@ rounding (~1e-7).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -33,11 +32,10 @@ from jax.sharding import PartitionSpec as P
 from nc_jax import distributed
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset
+from nc_jax.hooks import ChunkEvent, ProgressHook
+from nc_jax.layout import RUN_AXIS, RunLayout, run_layout  # noqa: F401  (public here too)
 from nc_jax.task import Task
 from nc_jax.train import TrainState, evaluate, init_state, train_epoch
-
-RUN_AXIS = "runs"
-
 
 @dataclasses.dataclass
 class SweepState:
@@ -135,56 +133,6 @@ def run_grid(weight_decays: Sequence[float], seeds: Sequence[int]):
     return wd, sd
 
 
-@dataclasses.dataclass(frozen=True)
-class RunLayout:
-    """How K runs map onto D devices: G sequential compiled calls per chunk, each over
-    D * B runs (B = runs_per_device on every device), K padded up to G * D * B."""
-
-    num_runs: int
-    num_devices: int
-    runs_per_device: int
-    num_groups: int
-
-    @property
-    def group_size(self) -> int:
-        return self.num_devices * self.runs_per_device
-
-    @property
-    def padded(self) -> int:
-        return self.num_groups * self.group_size
-
-    def groups(self) -> List[slice]:
-        return [slice(g * self.group_size, (g + 1) * self.group_size)
-                for g in range(self.num_groups)]
-
-    def pad(self, a):
-        """Repeat the last run up to `padded` runs (copies of a real run: same seed, LR, WD)."""
-        k = a.shape[0]
-        if self.padded == k:
-            return a
-        xp = jnp if isinstance(a, jax.Array) else np
-        return xp.concatenate([a, xp.repeat(a[-1:], self.padded - k, axis=0)], axis=0)
-
-
-def run_layout(num_runs: int, devices=None, runs_per_device: int = 0):
-    """(RunLayout, Mesh or None) for `num_runs` runs on `devices` (default: `jax.devices()`, all
-    processes' devices when `jax.distributed` is initialised).
-
-    `runs_per_device` 0 = ceil(K / D), one call per chunk. A positive value fixes the batch of
-    runs each device computes, which is what makes results independent of the device count.
-    """
-    devices = list(devices) if devices is not None else jax.devices()
-    n_dev = len(devices)
-    if (not isinstance(runs_per_device, (int, np.integer)) or isinstance(runs_per_device, bool)
-            or runs_per_device < 0):
-        raise ConfigError(f"runs_per_device must be an integer >= 0 (0 = ceil(runs / devices)), "
-                          f"got {runs_per_device!r}")
-    b = int(runs_per_device) or int(math.ceil(num_runs / n_dev))
-    groups = int(math.ceil(num_runs / (n_dev * b)))
-    mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,)) if n_dev > 1 else None
-    return RunLayout(num_runs, n_dev, b, groups), mesh
-
-
 def make_chunk_fn(task: Task, batch_size: int, num_epochs: int,
                   record_fn: Optional[Callable] = None):
     """jit(vmap(run `num_epochs` epochs, then record)) over the run axis; data shared.
@@ -249,43 +197,6 @@ def init_fn(task: Task, sample_shape: Sequence[int]) -> Callable:
 def init_states(task: Task, seeds, learning_rates, weight_decays, sample_shape) -> TrainState:
     """Stacked initial states (leading run axis) from per-run seeds, learning rates and WDs."""
     return init_fn(task, sample_shape)(seeds, learning_rates, weight_decays)
-
-
-@dataclasses.dataclass
-class ChunkEvent:
-    """What a hook sees after a compiled chunk: the epoch reached, the last epoch's train-mode
-    loss / accuracy and the divergence flags of the K real runs, and the loop state (built only
-    when asked for, since it copies every run's parameters to the host)."""
-
-    epoch: int
-    total_epochs: int
-    num_runs: int
-    last_loss: np.ndarray
-    last_accuracy: np.ndarray
-    diverged: np.ndarray
-    snapshot: Callable[[], SweepState]
-
-
-class ProgressHook:
-    """A tqdm bar over epochs with the mean loss and min / max accuracy of the live runs."""
-
-    def __init__(self, total: int, initial: int, num_runs: int):
-        import sys
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, initial=initial, desc=f"sweep {num_runs} runs", unit="epoch",
-                        file=sys.stderr, dynamic_ncols=True)
-        self.epoch = initial
-
-    def __call__(self, ev: ChunkEvent) -> None:
-        live = ~ev.diverged
-        nan = float("nan")
-        self.bar.update(ev.epoch - self.epoch)
-        self.epoch = ev.epoch
-        self.bar.set_postfix(loss=f"{np.mean(ev.last_loss[live]) if live.any() else nan:.4f}",
-                             acc_min=f"{ev.last_accuracy[live].min() if live.any() else nan:.3f}",
-                             acc_max=f"{ev.last_accuracy[live].max() if live.any() else nan:.3f}")
-        if ev.epoch >= ev.total_epochs:
-            self.bar.close()
 
 
 def default_record_fn(task: Task) -> Callable:
