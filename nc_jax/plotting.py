@@ -15,13 +15,20 @@ BN_STYLE = {"affine": ("tab:blue", "affine BN"), "plain": ("tab:orange", "non-af
             "none": ("tab:green", "no BN")}
 
 
+def failed(r: dict, num_classes: int = 10) -> bool:
+    """A run that diverged or ended at chance level (<= 2/C train accuracy, e.g. the zero network
+    that no-BN runs at large WD collapse to): its cosines describe no learned geometry."""
+    acc = r.get("train_accuracy")
+    return bool(r.get("diverged")) or acc is None or acc <= 2.0 / num_classes
+
+
 def seed_stats(runs: Sequence[dict], key: str, by=("group", "weight_decay"),
-               converged_only: bool = True) -> Dict[tuple, tuple]:
+               converged_only: bool = True, num_classes: int = 10) -> Dict[tuple, tuple]:
     """{(group, wd): (mean, std, n)} of `key` over the converged (or, with
-    converged_only=False, all non-diverged) runs (seeds) of each cell."""
+    converged_only=False, all not `failed`) runs (seeds) of each cell."""
     cells = collections.defaultdict(list)
     for r in runs:
-        ok = r.get("converged") if converged_only else not r.get("diverged")
+        ok = r.get("converged") if converged_only else not failed(r, num_classes)
         if ok and r.get(key) is not None:
             cells[tuple(r[b] for b in by)].append(r[key])
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in cells.items()}
@@ -34,13 +41,16 @@ def _save(fig, path):
 
 
 def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "",
-               converged_only: bool = True) -> None:
+               converged_only: bool = False) -> None:
     """Figure 3.1: min intra-class and max inter-class cosine of the last-layer features against
-    weight decay, one color per BN variant; mean +- std over seeds of converged runs only (or of
-    all non-diverged runs with converged_only=False, said in the title)."""
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    intra = seed_stats(runs, "min_intra", converged_only=converged_only)
-    inter = seed_stats(runs, "max_inter", converged_only=converged_only)
+    weight decay, one color per BN variant; mean +- std over the seeds of every run that did not
+    fail (diverge or end at chance accuracy, see `failed`). A filled marker: every seed of the cell reached 100% train accuracy (BN eval mode,
+    whole training set), the thesis' rule; a hollow marker: at least one seed did not (the cell
+    is kept, not dropped). `converged_only=True` draws the thesis' figure: converged runs only."""
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    intra = seed_stats(runs, "min_intra", converged_only=converged_only, num_classes=num_classes)
+    inter = seed_stats(runs, "max_inter", converged_only=converged_only, num_classes=num_classes)
+    conv = seed_stats(runs, "min_intra", converged_only=True)
     groups = [g for g in BN_STYLE if any(k[0] == g for k in intra)]
     groups += sorted({k[0] for k in intra} - set(groups))
     for g in groups:
@@ -49,20 +59,26 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
             keys = sorted(k for k in stats if k[0] == g)
             if not keys:
                 continue
-            x = [k[1] for k in keys]
-            m = [stats[k][0] for k in keys]
+            x = np.array([k[1] for k in keys])
+            m = np.array([stats[k][0] for k in keys])
             s = [stats[k][1] for k in keys]
-            ax.errorbar(x, m, yerr=s, fmt="o" + ls, color=color, capsize=3, ms=4,
-                        label=f"{label}: {what}")
+            ax.errorbar(x, m, yerr=s, fmt=ls, color=color, capsize=3, label=f"{label}: {what}")
+            full = np.array([conv.get(k, (0, 0, 0))[2] == stats[k][2] for k in keys])
+            ax.plot(x[full], m[full], "o", color=color, ms=5)
+            ax.plot(x[~full], m[~full], "o", mfc="white", mec=color, ms=6, mew=1.3)
+    ax.plot([], [], "o", color="gray", ms=5, label="all seeds at 100% train acc.")
+    ax.plot([], [], "o", mfc="white", mec="gray", ms=6, mew=1.3, label="some seed below 100%")
     ax.axhline(1.0, color="gray", lw=0.6)
     ax.axhline(-1.0 / (num_classes - 1), color="gray", lw=0.6, ls=":",
                label=f"-1/(C-1) = {-1 / (num_classes - 1):.3f}")
     ax.set_xscale("log")
     ax.set_xlabel("weight decay")
     ax.set_ylabel("cosine similarity (last-layer features)")
-    ax.set_title((title or "Intra / inter-class cosine vs weight decay and BN") +
-                 ("" if converged_only else "\n(all non-diverged runs, also those below 100% train accuracy)"),
-                 fontsize=10)
+    rule = ("converged runs only (100% train accuracy, the thesis' rule)" if converged_only else
+            "mean +- std over seeds; hollow: some seed below 100% train accuracy; diverged or "
+            "chance-level runs omitted")
+    ax.set_title((title or "Intra / inter-class cosine vs weight decay and BN") + f"\n({rule})",
+                 fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
 

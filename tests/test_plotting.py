@@ -1,0 +1,41 @@
+"""Figure 3.1's rule: every run that did not fail is drawn; a cell where some seed missed 100%
+train accuracy gets a hollow marker; diverged and chance-level runs are left out."""
+import numpy as np
+
+from nc_jax import plotting
+
+
+def _run(wd, seed, acc, intra, group="affine", diverged=False):
+    return {"group": group, "weight_decay": wd, "seed": seed, "train_accuracy": acc,
+            "converged": acc == 1.0 and not diverged, "diverged": diverged,
+            "min_intra": intra, "max_inter": -0.05}
+
+
+RUNS = [_run(1e-3, 0, 1.0, 0.6), _run(1e-3, 1, 1.0, 0.8),            # both converged
+        _run(1e-2, 0, 1.0, 0.9), _run(1e-2, 1, 0.998, 0.7),          # one seed below 100%
+        _run(3e-2, 0, 0.1, 0.0), _run(3e-2, 1, None, None, diverged=True)]  # failed
+
+
+def test_failed_and_seed_stats():
+    assert [plotting.failed(r) for r in RUNS] == [False] * 4 + [True, True]
+    all_ok = plotting.seed_stats(RUNS, "min_intra", converged_only=False)
+    assert set(all_ok) == {("affine", 1e-3), ("affine", 1e-2)}
+    np.testing.assert_allclose(all_ok[("affine", 1e-2)][:2], (0.8, 0.1))
+    assert all_ok[("affine", 1e-2)][2] == 2
+    conv = plotting.seed_stats(RUNS, "min_intra", converged_only=True)
+    assert conv[("affine", 1e-2)] == (0.9, 0.0, 1)
+
+
+def test_hollow_markers_mark_cells_with_a_seed_below_100(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    plotting.plot_wd_bn(RUNS, str(tmp_path / "f.png"))
+    ax = figs[0].axes[0]
+    filled, hollow = [], []
+    for line in ax.get_lines():
+        x = list(line.get_xdata())
+        if line.get_marker() != "o" or not x:
+            continue
+        (hollow if line.get_markerfacecolor() == "white" else filled).extend(x)
+    assert sorted(filled) == [1e-3, 1e-3]      # min intra and max inter of the converged cell
+    assert sorted(hollow) == [1e-2, 1e-2]
