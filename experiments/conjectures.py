@@ -41,43 +41,67 @@ def _spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def eps_star_by_wd(pts):
+    """pts: [(wd, gap)] of one network and seed, any order. For each WD lambda_2 the smallest eps
+    with gap(lambda_2) - gap(lambda_1) >= -eps log(lambda_2 / lambda_1) for every lambda_1 <
+    lambda_2 (Conjecture 3.1.1), 0 when none is violated; returns {wd: eps*}."""
+    pts = sorted(pts)
+    out = {}
+    for j in range(len(pts)):
+        e = 0.0
+        for i in range(j):
+            e = max(e, -(pts[j][1] - pts[i][1]) / math.log(pts[j][0] / pts[i][0]))
+        out[pts[j][0]] = e
+    return out
+
+
 def conjecture_311(runs):
-    by_seed = collections.defaultdict(list)
+    """Every network with BN before the last layer (all groups but "none"), per seed: eps* per
+    WD over the converged runs, and the worst of them."""
+    cells = collections.defaultdict(list)
     for r in runs:
-        if r["group"] == "affine" and r["converged"]:
-            by_seed[r["seed"]].append((r["weight_decay"], r["min_intra"] - r["max_inter"]))
-    rows, eps_all = [], []
-    for seed, pts in sorted(by_seed.items()):
-        pts.sort()
-        eps = 0.0
-        for i in range(len(pts)):
-            for j in range(i + 1, len(pts)):
-                d = pts[j][1] - pts[i][1]
-                eps = max(eps, -d / math.log(pts[j][0] / pts[i][0]))
-        eps_all.append(eps)
-        rows.append({"seed": seed, "n_converged": len(pts), "eps_star": eps,
-                     "spearman_gap_vs_wd": _spearman([p[0] for p in pts], [p[1] for p in pts]),
-                     "gap_by_wd": {f"{w:g}": g for w, g in pts}})
-    worst = max(eps_all) if eps_all else None
+        if r.get("group") != "none" and r["converged"] and r.get("bn", r.get("group")) != "none":
+            cells[(r["group"], r["seed"])].append((r["weight_decay"], r["min_intra"] - r["max_inter"]))
+    rows, worst_by_group = [], collections.defaultdict(float)
+    for (group, seed), pts in sorted(cells.items()):
+        by_wd = eps_star_by_wd(pts)
+        eps = max(by_wd.values())
+        worst_by_group[group] = max(worst_by_group[group], eps)
+        rows.append({"group": group, "seed": seed, "n_converged": len(pts), "eps_star": eps,
+                     "eps_star_by_wd": {f"{w:g}": e for w, e in sorted(by_wd.items())},
+                     "spearman_gap_vs_wd": _spearman([p[0] for p in sorted(pts)],
+                                                     [p[1] for p in sorted(pts)]),
+                     "gap_by_wd": {f"{w:g}": g for w, g in sorted(pts)}})
+    worst = max(worst_by_group.values()) if worst_by_group else None
     return {"conjecture": "3.1.1", "claim": "NC (min intra - max inter) grows with WD among "
-            "converged affine-BN runs", "eps_star": worst,
+            "converged runs with BN before the last layer", "eps_star": worst,
+            "eps_star_by_group": dict(worst_by_group),
             "supported": None if worst is None else worst <= TOLERANCE, "per_seed": rows}
 
 
 def conjecture_321(runs):
+    """Per converged run: eps* over consecutive layers l -> l+1 for l in [L-1], the last
+    transition being hidden layer L-1 -> the output (logits) when the run recorded it."""
     rows = []
     for r in runs:
         if not r.get("layers") or not r["converged"]:
             continue
-        gap = np.array([l["min_intra"] - l["max_inter"] for l in r["layers"]])
-        diffs = np.diff(gap)
+        gap = [l["min_intra"] - l["max_inter"] for l in r["layers"]]
+        has_output = r.get("output_min_intra") is not None
+        if has_output:
+            gap.append(r["output_min_intra"] - r["output_max_inter"])
+        diffs = np.diff(np.array(gap))
         rows.append({"weight_decay": r["weight_decay"], "seed": r["seed"],
                      "eps_star": float(max(0.0, -diffs.min())) if len(diffs) else 0.0,
+                     "eps_star_hidden": float(max(0.0, -diffs[:len(r["layers"]) - 1].min()))
+                     if len(r["layers"]) > 1 else 0.0,
+                     "output_transition": float(diffs[-1]) if has_output else None,
                      "n_decreasing_layers": int((diffs < 0).sum()),
                      "first_gap": float(gap[0]), "last_gap": float(gap[-1])})
     worst = max((x["eps_star"] for x in rows), default=None)
     return {"conjecture": "3.2.1", "claim": "per-layer (min intra - max inter) grows with depth",
             "eps_star": worst, "supported": None if worst is None else worst <= TOLERANCE,
+            "output_included": any(x["output_transition"] is not None for x in rows),
             "per_run": rows}
 
 
@@ -109,6 +133,24 @@ def render(results) -> str:
             m = f"{c['violating_pairs']} of {c['pairs']} WD pairs violate"
         s = {None: "no data", True: "yes", False: "**no**"}[c["supported"]]
         lines.append(f"| {c['conjecture']} | {c['claim']} | {m} | {s} |")
+    for c in results:
+        if c["conjecture"] == "3.1.1" and c["per_seed"]:
+            wds = sorted({float(w) for r in c["per_seed"] for w in r["eps_star_by_wd"]})
+            lines += ["", "Conjecture 3.1.1, eps* per WD (largest over smaller WDs) and seed:", "",
+                      "| group | seed | " + " | ".join(f"{w:g}" for w in wds) + " |",
+                      "|---|---|" + "---|" * len(wds)]
+            for r in c["per_seed"]:
+                cells = [r["eps_star_by_wd"].get(f"{w:g}") for w in wds]
+                lines.append(f"| {r['group']} | {r['seed']} | " + " | ".join(
+                    "—" if e is None else f"{e:.3f}" for e in cells) + " |")
+        if c["conjecture"] == "3.2.1" and c["per_run"]:
+            lines += ["", "Conjecture 3.2.1, eps* per run (hidden layers; with the output layer "
+                      "when recorded):", "", "| WD | seed | eps* hidden | eps* with output | "
+                      "output - layer L-1 |", "|---|---|---|---|---|"]
+            for r in sorted(c["per_run"], key=lambda r: (r["weight_decay"], r["seed"])):
+                o = r["output_transition"]
+                lines.append(f"| {r['weight_decay']:g} | {r['seed']} | {r['eps_star_hidden']:.3f} | "
+                             f"{r['eps_star']:.3f} | {'—' if o is None else f'{o:+.3f}'} |")
     return "\n".join(lines)
 
 

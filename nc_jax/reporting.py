@@ -119,9 +119,17 @@ def prop221(v: RunView) -> Dict[str, jax.Array]:
 
 
 def per_layer(v: RunView) -> Dict[str, jax.Array]:
-    """Per-layer arrays `layer_<key>` (L,) of `metrics.layerwise` over the model's features."""
+    """Per-layer arrays `layer_<key>` (L,) of `metrics.layerwise` over the model's features, and
+    the cosine measures of the network's output (the logits, layer L of Conjecture 3.2.1,
+    whose transition from layer L-1 the conjecture covers too) as `output_<key>`."""
     lw = metrics.layerwise([_flat(f) for f in v.eval[1]], v.y, v.num_classes)
-    return {f"layer_{k}": a for k, a in lw.items()}
+    out = {f"layer_{k}": a for k, a in lw.items()}
+    G = metrics.cosine_similarity_matrix(v.logits, v.y, v.num_classes)
+    off = ~jnp.eye(v.num_classes, dtype=bool)
+    out.update(output_min_intra=jnp.min(jnp.diag(G)), output_mean_intra=jnp.mean(jnp.diag(G)),
+               output_max_inter=jnp.max(jnp.where(off, G, -jnp.inf)),
+               output_mean_inter=jnp.sum(jnp.where(off, G, 0.0)) / off.sum())
+    return out
 
 
 DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, theory_quantities, prop221)

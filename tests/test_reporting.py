@@ -63,6 +63,10 @@ def test_run_report_against_numpy_and_theory():
     np.testing.assert_allclose(rep["layer_min_intra"][-1], rep["min_intra"], rtol=1e-6)
     mi0, _ = _np_min_intra_max_inter(feats[0], data.y, 4)
     np.testing.assert_allclose(rep["layer_min_intra"][0], mi0, rtol=1e-4, atol=1e-5)
+    # the output layer (logits) of Conjecture 3.2.1
+    mo, xo = _np_min_intra_max_inter(logits, data.y, 4)
+    np.testing.assert_allclose(rep["output_min_intra"], mo, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rep["output_max_inter"], xo, rtol=1e-4, atol=1e-5)
 
 
 def test_sweep_reports_equal_per_run_reports():
