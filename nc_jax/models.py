@@ -39,12 +39,15 @@ class TorchDense(nn.Module):
     """Dense layer with PyTorch's default initialization (kernel stored as (in, out))."""
 
     features: int
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
         kernel_init, bias_init_for = torch_linear_init()
         fan_in = x.shape[-1]
         kernel = self.param("kernel", kernel_init, (fan_in, self.features), jnp.float32)
+        if not self.use_bias:
+            return x @ kernel
         bias = self.param("bias", bias_init_for(fan_in), (self.features,), jnp.float32)
         return x @ kernel + bias
 
@@ -110,7 +113,9 @@ class MLP(nn.Module):
     """MLP of Definition 3.2.1: phi_l(h) = BN(ReLU(W_l h + b_l)) for l < L, phi_L = W_L h + b_L.
 
     `depth` counts Dense layers (thesis: 6 for Figure 3.1, 15 for Figure 3.3). `bn` is "affine"
-    (trainable gamma, beta), "plain" (no parameters) or "none" (no BN).
+    (trainable gamma, beta), "plain" (no parameters) or "none" (no BN). `peeled=True` is the
+    network Theorem 2.3.1 is about exactly: the last BN keeps its scale gamma but no shift
+    (so ||h||_RMS = ||gamma||, Proposition 2.2.1) and the classifier has no bias (logits = W h).
 
     Call: `logits = model.apply(vars, x, train)` with x (B, ...) flattened to (B, d_in) -> logits
     (B, C); with `return_features=True` it returns `(logits, (h_1, ..., h_{L-1}))`, each h_l
@@ -123,6 +128,7 @@ class MLP(nn.Module):
     num_classes: int
     bn: str = "affine"
     bn_momentum: float = 0.1
+    peeled: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False):
@@ -134,11 +140,13 @@ class MLP(nn.Module):
         features = []
         for layer in range(self.depth - 1):
             h = nn.relu(TorchDense(self.width, name=f"dense_{layer}")(h))
-            bn = bn_layer(self.bn, self.bn_momentum, name=f"bn_{layer}")
+            last = layer == self.depth - 2
+            variant = "scale" if (self.peeled and last and self.bn == "affine") else self.bn
+            bn = bn_layer(variant, self.bn_momentum, name=f"bn_{layer}")
             if bn is not None:
                 h = bn(h, train)
             features.append(h)
-        logits = TorchDense(self.num_classes, name="head")(h)
+        logits = TorchDense(self.num_classes, use_bias=not self.peeled, name="head")(h)
         if return_features:
             return logits, tuple(features)
         return logits
@@ -185,6 +193,11 @@ def known_models() -> Tuple[str, ...]:
     """Names `ModelConfig.name` accepts: the built-in models plus any `register_model`ed."""
     import nc_jax.convnets  # noqa: F401  (registers "cnn" and "resnet")
     return tuple(sorted(MODELS))
+
+
+@register_model("mlp_peeled")
+def _mlp_peeled(cfg, num_classes: int) -> MLP:
+    return MLP(depth=cfg.depth, width=cfg.width, num_classes=num_classes, bn=cfg.bn, peeled=True)
 
 
 def make_model(cfg, num_classes: int) -> nn.Module:

@@ -101,21 +101,32 @@ def theory_quantities(v: RunView, delta: float = 0.1) -> Dict[str, jax.Array]:
 
 
 def prop221(v: RunView) -> Dict[str, jax.Array]:
-    """Proposition 2.2.1 for an MLP with BN (its last feature is the last BN's output): the
-    train-mode RMS of that output next to ||gamma|| and ||beta||; with beta != 0 the identity
-    reads rms^2 = ||gamma||^2 + ||beta||^2 (up to the BN epsilon), held by `prop221_rhs`.
+    """Proposition 2.2.1 for an MLP with BN (its last feature is the last BN's output), BN over
+    the whole set (train mode): `rms_train` = RMS norm of that output next to ||gamma|| and
+    ||beta||. The proposition (beta = 0, eps = 0) reads rms = ||gamma||; our BN keeps a shift
+    (except the peeled MLP's) and has eps = 1e-5, so `prop221_rhs` = sqrt(||gamma||^2 +
+    ||beta||^2) holds up to eps and `prop221_rhs_eps` = sqrt(sum_k gamma_k^2 var_k / (var_k +
+    eps) + ||beta||^2), var_k the whole-set variance of BN input k, holds exactly.
     Other models: no keys (their penultimate feature is not a BN output)."""
     model = v.task.model
     if not isinstance(model, MLP) or model.bn == "none":
         return {}
-    name = f"bn_{model.depth - 2}"
-    if model.bn == "affine" and name in v.state.params:
-        g = jnp.linalg.norm(v.state.params[name]["scale"])
-        bt = jnp.linalg.norm(v.state.params[name]["bias"])
-    else:
-        g = bt = jnp.float32(jnp.nan)
+    last = model.depth - 2
+    p = v.state.params
+    bn = p.get(f"bn_{last}", {})
+    nan = jnp.float32(jnp.nan)
+    g = jnp.linalg.norm(bn["scale"]) if "scale" in bn else nan
+    bt = jnp.linalg.norm(bn["bias"]) if "bias" in bn else (jnp.float32(0.0) if "scale" in bn else nan)
+    # the last BN's input over the whole set: ReLU(Dense(previous block's train-mode output))
+    prev = v.train_features[-2] if last > 0 else _flat(v.x)
+    pre = jax.nn.relu(prev @ p[f"dense_{last}"]["kernel"] + p[f"dense_{last}"]["bias"])
+    var = jnp.mean(jnp.square(pre - jnp.mean(pre, axis=0)), axis=0)
+    gamma = bn["scale"] if "scale" in bn else jnp.ones_like(var)
+    shift = jnp.sum(jnp.square(bn["bias"])) if "bias" in bn else 0.0
+    rhs_eps = jnp.sqrt(jnp.sum(gamma ** 2 * var / (var + 1e-5)) + shift)
     return {"rms_train": theory.feature_rms(_flat(v.train_features[-1])), "gamma_norm": g,
-            "beta_norm": bt, "prop221_rhs": jnp.sqrt(g ** 2 + bt ** 2)}
+            "beta_norm": bt, "prop221_rhs": jnp.sqrt(g ** 2 + bt ** 2),
+            "prop221_rhs_eps": rhs_eps}
 
 
 def per_layer(v: RunView) -> Dict[str, jax.Array]:

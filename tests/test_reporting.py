@@ -56,6 +56,15 @@ def test_run_report_against_numpy_and_theory():
     assert rep["train_loss"] >= rep["min_loss"]  # Theorem 2.3.1's lower bound
     # Proposition 2.2.1 (with beta): train-mode RMS^2 = ||gamma||^2 + ||beta||^2 up to BN eps
     np.testing.assert_allclose(rep["rms_train"], rep["prop221_rhs"], rtol=5e-3)
+    # with BN's eps in the right-hand side, computed here from the BN input in float64
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), st.params)
+    h0 = np.maximum(data.x.astype(np.float64) @ p["dense_0"]["kernel"] + p["dense_0"]["bias"], 0)
+    h0 = (h0 - h0.mean(0)) / np.sqrt(h0.var(0) + 1e-5) * p["bn_0"]["scale"] + p["bn_0"]["bias"]
+    pre = np.maximum(h0 @ p["dense_1"]["kernel"] + p["dense_1"]["bias"], 0)
+    var = pre.var(0)
+    rhs = np.sqrt(np.sum(p["bn_1"]["scale"] ** 2 * var / (var + 1e-5)) + np.sum(p["bn_1"]["bias"] ** 2))
+    np.testing.assert_allclose(rep["prop221_rhs_eps"], rhs, rtol=1e-4)
+    np.testing.assert_allclose(rep["rms_train"], rhs, rtol=1e-4)  # the identity, exactly
     g = np.asarray(st.params["bn_1"]["scale"])
     np.testing.assert_allclose(rep["gamma_norm"], np.linalg.norm(g), rtol=1e-6)
     # per-layer metrics: last layer equals the last-layer report
@@ -78,3 +87,24 @@ def test_sweep_reports_equal_per_run_reports():
         one = run_report(res.state(i), data.x, data.y, res.task)
         for k in ("min_intra", "nc1", "train_loss", "alpha"):
             np.testing.assert_allclose(np.asarray(allr[k][i]), np.asarray(one[k]), rtol=1e-5)
+
+
+def test_peeled_mlp_is_the_theorem_model():
+    """mlp_peeled: last BN scale-only, head without bias: the theorem's quantities need no
+    folding (alpha_aug = alpha) and Prop. 2.2.1 holds as rms = ||gamma|| up to BN's eps."""
+    import dataclasses
+    cfg = tiny_config(weight_decays=(5e-3,), seeds=(0,))
+    cfg = cfg.replace(model=dataclasses.replace(cfg.model, name="mlp_peeled"))
+    data = tiny_data(cfg)
+    res = run_sweep(cfg, data, progress=False)
+    st = res.state(0)
+    assert "bias" not in st.params["head"] and set(st.params["bn_1"]) == {"scale"}
+    assert set(st.params["bn_0"]) == {"scale", "bias"}  # only the last BN loses its shift
+    rep = jax.tree.map(np.asarray, run_report(st, data.x, data.y, res.task))
+    assert rep["alpha_aug"] == rep["alpha"] and rep["beta_aug"] == rep["beta"]
+    W = np.asarray(st.params["head"]["kernel"], np.float64).T
+    np.testing.assert_allclose(rep["beta"], np.linalg.norm(W) / 2.0, rtol=1e-5)
+    assert rep["beta_norm"] == 0.0
+    np.testing.assert_allclose(rep["rms_train"], rep["gamma_norm"], rtol=5e-3)
+    np.testing.assert_allclose(rep["rms_train"], rep["prop221_rhs_eps"], rtol=1e-4)
+    assert rep["train_loss"] >= rep["min_loss"]
