@@ -159,7 +159,7 @@ def test_real_data_on_user_npz(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=y)
     out = tmp_path / "out"
     assert experiment_main("real_data", [
-        "--preset", "quick", "--data", str(tmp_path / "d.npz"), "--set", "data.standardize=true",
+        "--preset", "smoke", "--data", str(tmp_path / "d.npz"), "--set", "data.standardize=true",
         "--set", "optim.epochs=2", "--set", "optim.batch_size=32", "--set", "weight_decays=1e-3",
         "--out", str(out), "--quiet"]) == 0
     doc = json.load(open(out / "results.json"))
