@@ -222,7 +222,7 @@ def test_nc2_with_and_without_weights(kw):
 @pytest.mark.parametrize("kw", DATASETS)
 def test_nc3(kw):
     h, y, W, _ = make_data(**kw)
-    out, ref = metrics.nc3(h, y, W, 6), ref_nc3(h, y, W, 6)
+    out, ref = metrics.nc3(h, y, 6, W), ref_nc3(h, y, W, 6)
     for k in ref:
         assert_close(out[k], ref[k], what=k)
 
@@ -234,7 +234,7 @@ def test_ncc_accuracy_and_nc4(kw):
     pred = ref_ncc_pred(h, y, 6)
     np.testing.assert_array_equal(np.asarray(metrics.ncc_predict(h, y, 6)), pred)
     assert_close(metrics.ncc_accuracy(h, y, 6), np.mean(pred == y))
-    assert_close(metrics.nc4(h, y, logits, 6), np.mean(np.argmax(logits, 1) != pred))
+    assert_close(metrics.nc4(h, y, 6, logits), np.mean(np.argmax(logits, 1) != pred))
 
 
 @pytest.mark.parametrize("kw", DATASETS)
@@ -379,8 +379,8 @@ def test_vmap_individual_functions():
         "nc1": lambda h, y, W, lg: metrics.nc1(h, y, 6),
         "cdnv": lambda h, y, W, lg: metrics.cdnv(h, y, 6),
         "cos": lambda h, y, W, lg: metrics.cosine_similarity_matrix(h, y, 6, center=True),
-        "nc3": lambda h, y, W, lg: metrics.nc3(h, y, W, 6)["nc3"],
-        "nc4": lambda h, y, W, lg: metrics.nc4(h, y, lg, 6),
+        "nc3": lambda h, y, W, lg: metrics.nc3(h, y, 6, W)["nc3"],
+        "nc4": lambda h, y, W, lg: metrics.nc4(h, y, 6, lg),
         "acc": lambda h, y, W, lg: metrics.ncc_accuracy(h, y, 6),
         "nc2": lambda h, y, W, lg: metrics.nc2(h, y, 6, W=W)["maxangle_weights"],
     }
@@ -515,10 +515,23 @@ def test_bad_input_messages():
         (lambda: metrics.nc1(np.where(np.arange(60)[:, None] == 3, np.nan, h), y, 6), "non-finite"),
         (lambda: metrics.collapse_report(np.full_like(h, np.inf), y, 6), "non-finite"),
         (lambda: metrics.collapse_report(h, y, 6, W=W.T), "W shape"),
-        (lambda: metrics.nc3(h, y, W[:, :-1], 6), "W shape"),
+        (lambda: metrics.nc3(h, y, 6, W[:, :-1]), "W shape"),
         (lambda: metrics.collapse_report(h, y, 6, logits=logits[:, :5]), "logits shape"),
         (lambda: metrics.cosine_similarity_matrix(np.zeros((0, 3)), y[:0], 6), "non-empty"),
     ]
     for fn, msg in cases:
         with pytest.raises(ValueError, match=msg):
             fn()
+
+
+def test_old_argument_order_fails_loudly():
+    # nc3 / nc4 used to take (h, y, W, C) / (h, y, logits, C); now num_classes is third everywhere.
+    h, y, W, logits = make_data(15, N=60)
+    with pytest.raises(ValueError, match=r"num_classes must be a static Python int.*nc3 takes \(h, y, num_classes"):
+        metrics.nc3(h, y, W, 6)
+    with pytest.raises(ValueError, match=r"nc4 takes \(h, y, num_classes.*nc4\(h, y, C, logits\)"):
+        metrics.nc4(h, y, logits, 6)
+    with pytest.raises(ValueError, match="num_classes must be a static Python int"):  # traced too
+        jax.vmap(lambda h, W: metrics.nc3(h, y, W, 6))(h[None], W[None])
+    with pytest.raises(TypeError):  # the weights are required
+        metrics.nc3(h, y, 6)

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of nc_jax.metrics on random shapes, class counts and degenerate
 inputs: duplicate points, collapsed classes, one-sample classes, zero rows, coinciding class means,
-extreme scales. Shapes come from a small fixed set so that jit compilations are reused."""
+extreme scales (and exact invariance to power-of-two rescaling on all of them). Shapes come from a small fixed set so that jit compilations are reused."""
 
 import itertools
 
@@ -47,7 +47,7 @@ def nc_inputs(draw, with_extras=True):
         h = h.copy()
         h[y == 1] = h[y == 0][0]
         h[y == 0] = h[y == 0][0]
-    scale = draw(st.sampled_from([1.0, 1e-12, 1e-3, 1e3, 1e12]))
+    scale = draw(st.sampled_from([1.0, 1e-12, 1e-3, 1e3, 1e12, 1e-30, 1e30]))
     h = (h * np.float32(scale)).astype(np.float32)
     if not with_extras:
         return h, y, C
@@ -91,6 +91,32 @@ def test_report_is_finite_and_in_range(data):
     for k in ("nc2_maxangle", "nc2_maxangle_weights"):
         assert 0.0 <= out[k] <= 1.0 + 1.0 / (C - 1) + 1e-6, (k, out[k])
     assert 0.0 <= out["nc3"] <= 4.0 + 1e-5
+
+
+def _times_pow2(x, k):
+    """x * 2^k as float32, with k moved into the range where that is exact: no entry overflows, and
+    no non-zero entry becomes subnormal (NumPy would round it) unless it already was."""
+    mag = np.abs(np.asarray(x, np.float64))
+    if mag.max() > 0:
+        lo = -126 - int(np.floor(np.log2(mag[mag > 0].min())))
+        hi = 127 - int(np.floor(np.log2(mag.max())))
+        k = int(np.clip(k, min(lo, 0), hi))  # lo > 0: subnormal entries, exact for any k >= 0
+    out = (np.asarray(x, np.float64) * 2.0**k).astype(np.float32)
+    assert np.array_equal(out.astype(np.float64), np.asarray(x, np.float64) * 2.0**k)
+    return out
+
+
+@SETTINGS
+@given(nc_inputs(), st.integers(-100, 100), st.integers(-100, 100))
+def test_report_is_invariant_to_power_of_two_scaling(data, k, j):
+    # Scaling by 2^k is exact in float arithmetic and every measure is scale-invariant (h, W and
+    # logits separately): the report must not change at all, on every kind of degenerate input.
+    h, y, C, W, logits = data
+    base = metrics.collapse_report(h, y, C, W=W, logits=logits)
+    out = metrics.collapse_report(_times_pow2(h, k), y, C, W=_times_pow2(W, j), logits=_times_pow2(logits, -k))
+    for key in base:
+        a, b = float(out[key]), float(base[key])
+        assert a == b or (np.isnan(a) and np.isnan(b)), (key, a, b)
 
 
 @SETTINGS
