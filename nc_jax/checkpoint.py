@@ -4,151 +4,50 @@ A checkpoint is one pickle-free `.npz` file holding the loop state of a sweep (`
 after a compiled chunk: every `TrainState` leaf (params, BN statistics, optimizer state with its
 injected hyperparameters, step, PRNG key data, divergence flag), the epoch, the training history,
 the in-loop records and their epochs, the run layout, plus a JSON header (format version, the
-run identity the state belongs to, the state's tree layout) and a SHA-256 of all of it. Files are
-written atomically (`nc_jax.files`), so a kill at any moment leaves either the previous or the
-new checkpoint on disk, never a torn one.
+run identity the state belongs to (`nc_jax.identity`), the software that wrote it
+(`nc_jax.provenance`), the state's tree layout) and a SHA-256 of all of it. Files are written
+atomically (`nc_jax.files`), so a kill at any moment leaves either the previous or the new
+checkpoint on disk, never a torn one.
 
-Saving is a hook of the sweep loop (`CheckpointHook`); resuming hands the stored `SweepState` to
+Saving is a hook of the sweep loop (`CheckpointHook`, which also saves when SIGTERM / SIGINT
+stops the sweep, see `nc_jax.preempt`); resuming hands the stored `SweepState` to
 `sweep.train_runs(start=...)`, which continues on the same chunk boundaries as an uninterrupted
-run: the final results are bit-identical.
+run: the final results are bit-identical. An unfinished checkpoint is only continued by the same
+software (`check_software`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
-import zipfile
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nc_jax import preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset, make_dataset
 from nc_jax.distributed import is_key as _is_key, is_main_process
-from nc_jax.files import (CHECKPOINT_NAME, RUN_ARTIFACTS, OutDirError,  # noqa: F401
-                          atomic_write_bytes, atomic_write_json, atomic_write_text,
+from nc_jax.files import (CHECKPOINT_NAME, RUN_ARTIFACTS, CheckpointError,  # noqa: F401
+                          OutDirError, atomic_write_bytes, atomic_write_json, atomic_write_text,
                           prepare_out_dir)
+from nc_jax.identity import (NON_RESULT_FIELDS, CheckpointMismatchError,  # noqa: F401
+                             CheckpointVersionError, check_config, check_software,
+                             config_differences, data_fingerprint, run_identity)
+from nc_jax.provenance import software
 from nc_jax.sweep import ChunkEvent, SweepResult, SweepState, init_states, resolve_run_arrays, \
     train_runs
 from nc_jax.task import Task, make_task
 
 FORMAT = "nc-jax-checkpoint"
 FORMAT_VERSION = 1
-#: SweepConfig fields that do not change any number of the results, so a resume may change them.
-NON_RESULT_FIELDS = ("checkpoint_every",)
 
 _META = "__meta__"
 _CHECKSUM = "__sha256__"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be used: corrupt, truncated, of another format or another run."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The checkpoint was written by a run whose configuration differs from the command's.
-
-    `differences` lists (field, checkpoint value, command value)."""
-
-    def __init__(self, message: str, differences: List[Tuple[str, Any, Any]]):
-        super().__init__(message)
-        self.differences = differences
-
-
-# --------------------------------------------------------------------------------------------
-# run identity and config comparison
-# --------------------------------------------------------------------------------------------
-
-def data_fingerprint(data: Dataset) -> dict:
-    """Shape, dtype and SHA-256 of x and y: a resume against other data must be refused even when
-    the DataConfig reads the same (e.g. an edited .npz file)."""
-    out = {"num_classes": int(data.num_classes)}
-    for name in ("x", "y"):
-        a = np.ascontiguousarray(getattr(data, name))
-        out[name] = {"shape": list(a.shape), "dtype": a.dtype.str,
-                     "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
-    return out
-
-
-def _callable_name(fn: Optional[Callable]) -> Optional[str]:
-    if fn is None:
-        return None
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-
-
-def run_identity(cfg: SweepConfig, data: Dataset, *, weight_decays, seeds, learning_rates,
-                 chunk_epochs: int, record_fn: Optional[Callable] = None,
-                 task: Optional[Task] = None) -> dict:
-    """Everything that determines the numbers of a sweep, as a JSON-able dict.
-
-    The SweepConfig (minus fields that do not change results, like `checkpoint_every`), the
-    resolved per-run arrays (they override cfg.weight_decays / cfg.seeds when passed explicitly),
-    the data fingerprint, the compiled chunk length (the same boundaries make a resume
-    bit-identical), the name of a custom record function (its records are in the snapshot) and
-    the task's identity (model class and fields, loss, classifier rule), so a resume with
-    another model or loss is refused.
-    """
-    cfg_d = cfg.to_dict()
-    for f in NON_RESULT_FIELDS:
-        cfg_d.pop(f, None)
-    if not cfg_d.get("runs_per_device"):
-        # automatic layout: the checkpoint header stores the layout it used and a resume keeps
-        # it, so 0 is no constraint (and checkpoints older than the field stay readable)
-        cfg_d.pop("runs_per_device", None)
-    ident = {
-        **cfg_d,
-        "runs": {"weight_decay": [float(v) for v in np.asarray(weight_decays, np.float64)],
-                 "seed": [int(v) for v in np.asarray(seeds, np.int64)],
-                 "learning_rate": [float(v) for v in np.asarray(learning_rates, np.float64)],
-                 "chunk_epochs": int(chunk_epochs),
-                 "record_fn": _callable_name(record_fn)},
-        "data_fingerprint": data_fingerprint(data),
-    }
-    if task is not None:
-        ident["task"] = task.identity()
-    # JSON round trip: tuples become lists, so a stored and a fresh identity compare equal.
-    return json.loads(json.dumps(ident))
-
-
-def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
-    if isinstance(d, dict):
-        out: Dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-_ABSENT = "<absent>"
-
-
-def config_differences(stored: dict, current: dict) -> List[Tuple[str, Any, Any]]:
-    """(dotted field, stored value, current value) for every field that differs."""
-    a = _flatten(json.loads(json.dumps(stored)))
-    b = _flatten(json.loads(json.dumps(current)))
-    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT))
-            for k in sorted(set(a) | set(b)) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
-
-
-def _short(v: Any, limit: int = 80) -> str:
-    s = json.dumps(v) if not isinstance(v, str) else v
-    return s if len(s) <= limit else s[:limit - 3] + "..."
-
-
-def check_config(path, stored: dict, current: dict) -> None:
-    """Raise CheckpointMismatchError naming every differing field (values shortened)."""
-    diffs = config_differences(stored, current)
-    if diffs:
-        lines = "\n".join(f"  {k}: checkpoint {_short(a)}, command {_short(b)}"
-                          for k, a, b in diffs)
-        raise CheckpointMismatchError(
-            f"checkpoint {os.fspath(path)} belongs to a different configuration and cannot be "
-            f"resumed ({len(diffs)} field(s) differ):\n{lines}\n"
-            f"Delete it, write to another output directory, or pass --overwrite to start afresh.",
-            diffs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,12 +64,15 @@ def _digest(meta_json: str, arrays: Dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path, snapshot: SweepState, config_dict: dict) -> None:
+def save_checkpoint(path, snapshot: SweepState, config_dict: dict, *,
+                    software_history: Optional[list] = None) -> None:
     """Atomically write a sweep's loop state to `path` (.npz, no pickle).
 
     `snapshot`: a `SweepState` (states with a leading run axis, host or device arrays, typed PRNG
     keys allowed). `config_dict` is the JSON-able identity of the run (`run_identity`) that
-    `load_checkpoint` compares against.
+    `load_checkpoint` compares against. The header records this process' software
+    (`nc_jax.provenance.software`) and, in `software_history`, every distinct software that
+    trained part of the run (a resume allowed across versions appends to it).
     """
     leaves = jax.tree_util.tree_flatten_with_path(snapshot.states)[0]
     arrays: Dict[str, np.ndarray] = {}
@@ -192,7 +94,8 @@ def save_checkpoint(path, snapshot: SweepState, config_dict: dict) -> None:
             "num_runs": int(layout[0]["shape"][0]) if layout else 0, "config": config_dict,
             "state_layout": layout, "history_keys": sorted(snapshot.history),
             "record_keys": sorted(snapshot.records),
-            "runs_per_device": int(snapshot.runs_per_device)}
+            "runs_per_device": int(snapshot.runs_per_device),
+            "software": software(), "software_history": _history(software_history)}
     meta_json = json.dumps(meta, sort_keys=True)
     payload = {**arrays, _META: np.asarray(meta_json),
                _CHECKSUM: np.asarray(_digest(meta_json, arrays))}
@@ -201,14 +104,51 @@ def save_checkpoint(path, snapshot: SweepState, config_dict: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _history(previous: Optional[list]) -> list:
+    history = list(previous or [])
+    if not history or history[-1] != software():
+        history.append(software())
+    return history
+
+
+def _open_error(path: str, e: OSError) -> Optional[CheckpointError]:
+    """The error for a file that cannot be opened: not its content's fault, so never "delete
+    it" (that advice would destroy a valid checkpoint)."""
+    if isinstance(e, FileNotFoundError):
+        return CheckpointError(f"checkpoint {path} does not exist")
+    if isinstance(e, PermissionError):
+        return CheckpointError(f"checkpoint {path} cannot be read: permission denied. It may well "
+                               f"be valid: fix its permissions (or run as its owner), do not "
+                               f"delete it")
+    if isinstance(e, IsADirectoryError):
+        return CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file; move "
+                               f"it away")
+    if e.errno is not None:
+        return CheckpointError(f"checkpoint {path} cannot be read ({e.strerror}); check the disk "
+                               f"or file system; the file itself may be valid")
+    return None
+
+
 def read_checkpoint(path) -> Tuple[dict, Dict[str, np.ndarray]]:
     """(header, arrays) of a checkpoint file after verifying its format and checksum.
 
-    Raises CheckpointError naming the file when it is missing, truncated, corrupt (checksum or
-    zip CRC mismatch) or of another format version."""
+    Raises CheckpointError naming the file when it is missing or unreadable (permissions: the
+    message says so and does not advise deleting it), not an .npz, truncated, corrupt (checksum
+    or zip CRC mismatch) or of another format version."""
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as e:
+        raise _open_error(path, e) or CheckpointError(f"checkpoint {path} cannot be read "
+                                                      f"({e})") from e
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"checkpoint {path} is not an nc-jax checkpoint (a single .npy "
+                                  f"array, not an .npz archive); move it away or choose another "
+                                  f"--out")
+        with loaded as f:
             files = set(f.files)
             if _META not in files or _CHECKSUM not in files:
                 raise CheckpointError(f"checkpoint {path} is not an nc-jax checkpoint "
@@ -216,10 +156,16 @@ def read_checkpoint(path) -> Tuple[dict, Dict[str, np.ndarray]]:
             arrays = {name: f[name] for name in files}
     except CheckpointError:
         raise
-    except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint {path} does not exist") from e
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as e:
-        # np.load raises any of these on a truncated zip, a torn member or a CRC failure
+    except OSError as e:
+        err = _open_error(path, e)
+        if err is not None:
+            raise err from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read "
+                              f"({type(e).__name__}: {e}); delete it to start afresh") from e
+    except Exception as e:  # noqa: BLE001
+        # whatever a damaged zip makes np.load / zipfile raise: BadZipFile, ValueError, EOFError,
+        # KeyError, NotImplementedError (a flipped compression method), RuntimeError ("encrypted"
+        # flag), zlib.error, struct.error, MemoryError (a flipped size), ...
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read "
                               f"({type(e).__name__}: {e}); delete it to start afresh") from e
     meta_json = str(arrays.pop(_META))
@@ -246,6 +192,11 @@ def load_checkpoint(path, template_states, config_dict: dict) -> SweepState:
     `config_dict` must equal the stored run identity; otherwise CheckpointMismatchError names the
     fields that differ. Any structural disagreement raises CheckpointError.
     """
+    return _restore(path, template_states, config_dict)[0]
+
+
+
+def _restore(path, template_states, config_dict: dict) -> Tuple[SweepState, dict]:
     path = os.fspath(path)
     meta, arrays = read_checkpoint(path)
     check_config(path, meta["config"], config_dict)
@@ -293,7 +244,7 @@ def load_checkpoint(path, template_states, config_dict: dict) -> SweepState:
         if a.shape[0] != k:
             raise CheckpointError(f"checkpoint {path}: {name} has {a.shape[0]} runs, expected {k}")
     return SweepState(states, int(meta["epoch"]), history, records, arrays["record_epochs"],
-                      int(meta.get("runs_per_device", 0)))
+                      int(meta.get("runs_per_device", 0))), meta
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,21 +252,36 @@ def load_checkpoint(path, template_states, config_dict: dict) -> SweepState:
 # --------------------------------------------------------------------------------------------
 
 class CheckpointHook:
-    """A sweep hook saving the loop state to `path` every `every` epochs (0 = only at the end)
-    and at the end; only process 0 writes. `on_checkpoint(epoch, path)` runs after each save."""
+    """A sweep hook saving the loop state to `path` every `every` epochs (0 = only at the end),
+    at the end (unless `final` is False) and when a signal stops the sweep (`on_preempt`, see
+    `nc_jax.preempt`); only process 0 writes. `on_checkpoint(epoch, path)` runs after each save.
+    `software_history`: that of the checkpoint the sweep resumed from."""
 
     def __init__(self, path, identity: dict, every: int,
-                 on_checkpoint: Optional[Callable[[int, str], None]] = None):
+                 on_checkpoint: Optional[Callable[[int, str], None]] = None, *,
+                 final: bool = True, software_history: Optional[list] = None):
         self.path, self.identity, self.every = os.fspath(path), identity, int(every)
-        self.on_checkpoint = on_checkpoint
+        self.on_checkpoint, self.final = on_checkpoint, final
+        self.software_history = software_history
+        self.saved_epoch: Optional[int] = None
 
     def __call__(self, ev: ChunkEvent) -> None:
-        if ev.epoch == ev.total_epochs or (self.every and ev.epoch % self.every == 0):
-            snap = ev.snapshot()
-            if is_main_process():
-                save_checkpoint(self.path, snap, self.identity)
-            if self.on_checkpoint is not None:
-                self.on_checkpoint(ev.epoch, self.path)
+        end = ev.epoch == ev.total_epochs and (self.final or preempt.pending() is not None)
+        if end or (self.every and ev.epoch % self.every == 0):
+            self._save(ev)
+
+    def on_preempt(self, ev: ChunkEvent) -> None:
+        if self.saved_epoch != ev.epoch:
+            self._save(ev)
+
+    def _save(self, ev: ChunkEvent) -> None:
+        snap = ev.snapshot()
+        if is_main_process():
+            save_checkpoint(self.path, snap, self.identity,
+                            software_history=self.software_history)
+        self.saved_epoch = ev.epoch
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(ev.epoch, self.path)
 
 
 def resumable_train_runs(task: Task, cfg: SweepConfig, data: Dataset, ckpt_path, *,
@@ -323,7 +289,8 @@ def resumable_train_runs(task: Task, cfg: SweepConfig, data: Dataset, ckpt_path,
                          record_every: Optional[int] = None, record_fn: Optional[Callable] = None,
                          epochs_per_call: int = 1, checkpoint_every: Optional[int] = None,
                          on_checkpoint: Optional[Callable[[int, str], None]] = None,
-                         hooks=(), **kwargs) -> SweepResult:
+                         hooks=(), final_checkpoint: bool = True,
+                         allow_version_change: bool = False, **kwargs) -> SweepResult:
     """`sweep.train_runs` that saves a checkpoint to `ckpt_path` every `checkpoint_every` epochs
     (default cfg.checkpoint_every; 0 = only at the end) and at the end, and resumes from
     `ckpt_path` when it exists. The result is bit-identical to an uninterrupted `train_runs`
@@ -332,7 +299,11 @@ def resumable_train_runs(task: Task, cfg: SweepConfig, data: Dataset, ckpt_path,
     `checkpoint_every` must be a multiple of the compiled chunk (record_every if > 0, else
     epochs_per_call), so a resume continues on the same chunk boundaries. A checkpoint of another
     configuration, task (model, loss), per-run arrays, data or chunk length is refused with a
-    CheckpointMismatchError naming the fields. `on_checkpoint(epoch, path)` runs after each save.
+    CheckpointMismatchError naming the fields. An unfinished checkpoint written by other
+    software is refused (CheckpointVersionError, see `check_software`) unless
+    `allow_version_change`. `final_checkpoint=False` with `checkpoint_every` 0 saves only when a
+    signal stops the sweep (`nc_jax.preempt`), and at the end of a sweep that resumed from such
+    a checkpoint. `on_checkpoint(epoch, path)` runs after each save.
     """
     ckpt_path = os.fspath(ckpt_path)
     weight_decays, seeds, learning_rates = resolve_run_arrays(cfg, weight_decays, seeds,
@@ -350,18 +321,22 @@ def resumable_train_runs(task: Task, cfg: SweepConfig, data: Dataset, ckpt_path,
     ident = run_identity(cfg, data, weight_decays=weight_decays, seeds=seeds,
                          learning_rates=learning_rates, chunk_epochs=chunk, record_fn=record_fn,
                          task=task)
-    start = None
+    start, history = None, None
     if os.path.exists(ckpt_path):
         # eval_shape: the layout of k fresh states without computing (or compiling) them
         template = jax.eval_shape(lambda: init_states(task, seeds, learning_rates, weight_decays,
                                                       data.sample_shape))
-        start = load_checkpoint(ckpt_path, template, ident)
+        start, meta = _restore(ckpt_path, template, ident)
         epoch = start.epoch
         if not (0 < epoch <= cfg.optim.epochs) or (epoch % chunk and epoch != cfg.optim.epochs):
             raise CheckpointError(f"checkpoint {ckpt_path} stops at epoch {epoch}, which is not a "
                                   f"chunk boundary of this run ({chunk} epochs per chunk, "
                                   f"{cfg.optim.epochs} epochs)")
-    hook = CheckpointHook(ckpt_path, ident, every, on_checkpoint)
+        if epoch < cfg.optim.epochs:  # a finished checkpoint is only restored: nothing mixes
+            check_software(ckpt_path, meta, allow_version_change=allow_version_change)
+        history = meta.get("software_history") or [meta.get("software")]
+    hook = CheckpointHook(ckpt_path, ident, every, on_checkpoint,
+                          final=final_checkpoint or start is not None, software_history=history)
     return train_runs(task, cfg, data, weight_decays=weight_decays, seeds=seeds,
                       learning_rates=learning_rates, record_every=record_every,
                       record_fn=record_fn, epochs_per_call=epochs_per_call,
@@ -380,10 +355,13 @@ def resumable_run_sweep(cfg: SweepConfig, out_dir, data: Optional[Dataset] = Non
                         **kwargs) -> SweepResult:
     """`sweep.run_sweep` checkpointed to `<out_dir>/checkpoint.npz`: re-running the same call
     after a kill resumes there (see `resumable_train_runs`). `out_dir` is guarded by
-    `prepare_out_dir(out_dir, overwrite, resume=True)`."""
-    prepare_out_dir(out_dir, overwrite=overwrite, resume=True)
-    if data is None:
-        data = make_dataset(cfg.data)
-    task = make_task(cfg, data, model=model, loss=loss, classifier=classifier, tx=tx)
-    return resumable_train_runs(task, cfg, data, os.path.join(os.fspath(out_dir), CHECKPOINT_NAME),
-                                **kwargs)
+    `prepare_out_dir(out_dir, overwrite, resume=True)` and locked for the call (`nc_jax.lock`:
+    a second process on the same directory is refused)."""
+    from nc_jax.lock import OutDirLock
+    with OutDirLock(out_dir) if is_main_process() else contextlib.nullcontext():
+        prepare_out_dir(out_dir, overwrite=overwrite, resume=True)
+        if data is None:
+            data = make_dataset(cfg.data)
+        task = make_task(cfg, data, model=model, loss=loss, classifier=classifier, tx=tx)
+        return resumable_train_runs(task, cfg, data,
+                                    os.path.join(os.fspath(out_dir), CHECKPOINT_NAME), **kwargs)

@@ -12,24 +12,36 @@ by default; a custom sweep writes only with `--out`, checkpointing every 10 epoc
 resuming on a re-run). `--set field=value` sets any `SweepConfig` field by its dotted name
 (value as JSON, else a string), validated by `SweepConfig.from_dict`: an unknown field is
 named. Bad values print `error: <message>` and exit with status 2, never a traceback.
+
+The output directory is locked for the whole run (`nc_jax.lock`: a second run on it is refused at
+once, naming the holder; the lock also proves the directory writable before any training).
+SIGTERM / SIGINT stop training after the current compiled chunk, save a checkpoint there, print
+how to resume and exit with 143 / 130 (`nc_jax.preempt`). An unfinished checkpoint written by
+other software is only continued with --allow-version-change (`nc_jax.provenance`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import shlex
+import signal
 import sys
 import time
 from typing import Dict, List, Optional
 
 import jax
 
-from nc_jax.checkpoint import CheckpointError, OutDirError, checkpoint_epoch, prepare_out_dir
+from nc_jax.checkpoint import (CheckpointError, OutDirError, check_software, checkpoint_epoch,
+                               config_differences, prepare_out_dir, read_checkpoint)
 from nc_jax.config import PRESETS, ConfigError, SweepConfig
 from nc_jax.distributed import is_main_process
 from nc_jax.experiment import (Experiment, check_reanalysable, get_experiment, run_experiment)
 from nc_jax.files import CHECKPOINT_NAME
+from nc_jax.lock import OutDirLock
+from nc_jax.preempt import Preempted, PreemptionGuard
 from nc_jax.results import load_results, runs_table, write_results
 
 #: Checkpoint interval (epochs) of a custom sweep's `--out` when neither --checkpoint-every nor
@@ -115,16 +127,26 @@ def build_parser(experiment: Optional[str]) -> argparse.ArgumentParser:
                     help="runs each device computes per compiled call (default: all of a group's "
                          "runs in one call); a fixed B gives bit-identical results on any number "
                          "of devices")
+    ap.add_argument("--allow-version-change", action="store_true",
+                    help="continue an unfinished checkpoint written by other software (nc-jax "
+                         "source, JAX, jaxlib, Flax, Optax); by default that is refused")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
 
+def _numbers(text: str, kind, flag: str, what: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} expects comma-separated {what}, got {text!r}") from None
+
+
 def _floats(text: str) -> list:
-    return [float(v) for v in text.split(",") if v.strip()]
+    return _numbers(text, float, "--weight-decays", "numbers (e.g. 1e-4,1e-3)")
 
 
 def _ints(text: str) -> list:
-    return [int(v) for v in text.split(",") if v.strip()]
+    return _numbers(text, int, "--seeds", "integers (e.g. 0,1,2)")
 
 
 def _overrides(args) -> List[str]:
@@ -158,6 +180,100 @@ def _configs(exp: Experiment, args, custom: bool) -> Dict[str, SweepConfig]:
     return configs
 
 
+def _command(argv, experiment: Optional[str], *, for_resume: bool = False) -> str:
+    """The command line as typed (for the lock file and the resume hint); `for_resume` drops
+    --overwrite, which would delete the checkpoint that the resume needs."""
+    if argv is None:
+        argv, prog0 = sys.argv[1:], sys.argv[0]
+        prog = (["python", "-m", "nc_jax.cli"] if prog0.endswith(os.path.join("nc_jax", "cli.py"))
+                else ["python", prog0] if prog0.endswith(".py") else [os.path.basename(prog0)])
+    else:
+        prog = ["nc-sweep"] + (["--experiment", experiment] if experiment else [])
+    argv = [str(a) for a in argv]
+    if for_resume:  # argparse also accepts any unambiguous prefix of --overwrite
+        argv = [a for a in argv if not (a.startswith("--ov") and "--overwrite".startswith(a))]
+    return shlex.join(prog + argv)
+
+
+def _same_configs(stored: Optional[dict], configs: Dict[str, SweepConfig]) -> bool:
+    if not isinstance(stored, dict) or sorted(stored) != sorted(configs):
+        return False
+    return not any(config_differences(stored[g], c.to_dict()) for g, c in configs.items())
+
+
+def _own_results(out: str, exp: Experiment, preset: str, configs: Dict[str, SweepConfig], *,
+                 overwrite: bool, action: str, compare_configs: bool = True) -> Optional[dict]:
+    """results.json of `out` when it is this very run's (same experiment, preset and, with
+    `compare_configs`, configs), None when there is none (or `overwrite` allows replacing
+    another's); any other results are refused, so `action` never overwrites another
+    experiment's results and figures."""
+    res_file = os.path.join(out, "results.json")
+    if not os.path.exists(res_file):
+        return None
+    try:
+        doc = load_results(out)
+        if not isinstance(doc, dict):
+            raise ValueError("not a results document")
+    except (OSError, ValueError) as e:
+        if overwrite:
+            return None
+        raise OutDirError(f"{res_file} cannot be read ({e}); {action} would replace it: pass "
+                          f"--overwrite to do so, or choose another --out") from e
+    if (doc.get("experiment") == exp.name and doc.get("preset") == preset
+            and (not compare_configs or _same_configs(doc.get("configs"), configs))):
+        return doc
+    if overwrite:
+        return None
+    theirs = f"experiment {doc.get('experiment')!r}, preset {doc.get('preset')!r}"
+    if doc.get("experiment") == exp.name and doc.get("preset") == preset:
+        theirs += ", another configuration"
+    raise OutDirError(f"output directory {out} holds results of another run ({theirs}); {action} "
+                      f"would overwrite them and their figures: pass --overwrite to replace "
+                      f"them, or choose another --out")
+
+
+def _resume_notes(out: str, found: List[str], ckpts: Dict[str, SweepConfig], allow: bool) -> None:
+    """Say what resumes from where, and refuse (before any data is made or compiled) an
+    unfinished checkpoint of other software."""
+    for c in found:
+        path = os.path.join(out, c)
+        meta = read_checkpoint(path)[0]
+        epoch, total = int(meta["epoch"]), ckpts[c].optim.epochs
+        if epoch < total:
+            note = check_software(path, meta, allow_version_change=allow)
+            if note:
+                print(f"warning: {note}\n--allow-version-change: continuing anyway",
+                      file=sys.stderr)
+        print(f"resuming from {path} (epoch {epoch} of {total})", file=sys.stderr)
+
+
+def _report_preemption(p: Preempted, out: Optional[str], ckpts: Dict[str, SweepConfig],
+                       command: str) -> None:
+    if not is_main_process():
+        return
+    lines = [f"interrupted by {p.signal_name}: stopped after the last complete compiled chunk."]
+    if out is None:
+        lines.append("Nothing was saved: without --out a sweep keeps no checkpoint (pass --out "
+                     "DIR to make it resumable).")
+    else:
+        saved = []
+        for c, cfg in ckpts.items():
+            path = os.path.join(out, c)
+            try:
+                ep = checkpoint_epoch(path)
+            except CheckpointError as e:
+                saved.append(f"  {path}: unreadable ({e})")
+                continue
+            if ep is not None:
+                saved.append(f"  {path}: epoch {ep} of {cfg.optim.epochs}")
+        if saved:
+            lines += ["Checkpoints saved:"] + saved + [f"Resume with the same command: {command}"]
+        else:
+            lines.append(f"No checkpoint was written yet (stopped before the first chunk ended); "
+                         f"the same command starts afresh: {command}")
+    print("\n".join(lines), file=sys.stderr)
+
+
 def main(argv=None, experiment: Optional[str] = None) -> int:
     ap = build_parser(experiment)
     args = ap.parse_args(argv)
@@ -167,62 +283,108 @@ def main(argv=None, experiment: Optional[str] = None) -> int:
                                         or args.reanalyse or args.plot_only):
         ap.error("--overwrite, --checkpoint-every, --reanalyse and --plot-only need --out DIR")
     try:
-        exp = CUSTOM if custom else get_experiment(name)
-        args.preset = args.preset or exp.default_preset
-        if args.layers:
-            import dataclasses
-            exp = dataclasses.replace(exp, layers=True)
-        out = args.out if (custom or args.out) else os.path.join("runs", exp.name, args.preset)
-        if args.plot_only:
-            exp.plot(load_results(out), out)
-            return 0
-        configs = _configs(exp, args, custom)
-        ckpts = {exp.checkpoint_name(g): c for g, c in configs.items()}
-        previous = None
-        if out is None:
-            pass
-        elif args.reanalyse:
-            check_reanalysable(exp, configs, out, args.preset)
-            if os.path.exists(os.path.join(out, "results.json")):
-                previous = load_results(out)
-        else:
-            found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
-            res_file = os.path.join(out, "results.json")
-            if os.path.exists(res_file) and not args.overwrite and not (custom and found):
+        with contextlib.ExitStack() as stack:
+            return _run(args, name, custom, stack, _command(argv, experiment),
+                        _command(argv, experiment, for_resume=True))
+    except KeyboardInterrupt:
+        print("error: stopped at once by a second signal; the last checkpoint saved before it "
+              "(if any) is intact: re-run the same command to resume from it", file=sys.stderr)
+        return 130
+    except ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, command: str,
+         resume_command: str) -> int:
+    exp = CUSTOM if custom else get_experiment(name)
+    args.preset = args.preset or exp.default_preset
+    if args.layers:
+        import dataclasses
+        exp = dataclasses.replace(exp, layers=True)
+    out = args.out if (custom or args.out is not None) else os.path.join("runs", exp.name,
+                                                                         args.preset)
+    if out == "":
+        raise OutDirError("--out must name a directory, got ''")
+
+    def lock(create: bool = True) -> None:
+        # one writer per directory for the whole run; taking the lock also proves, before any
+        # training, that the directory can be created and written
+        if out is not None and is_main_process() and (create or os.path.isdir(out)):
+            stack.enter_context(OutDirLock(out, command))
+
+    if args.plot_only:
+        lock(create=False)
+        if not os.path.exists(os.path.join(out, "results.json")):
+            raise OutDirError(f"--plot-only: no results in {out} (results.json is missing); run "
+                              f"without --plot-only first")
+        exp.plot(load_results(out), out)
+        return 0
+    configs = _configs(exp, args, custom)
+    ckpts = {exp.checkpoint_name(g): c for g, c in configs.items()}
+    lock(create=not args.reanalyse)
+    previous = None
+    if out is None:
+        pass
+    elif args.reanalyse:
+        check_reanalysable(exp, configs, out, args.preset)
+        previous = _own_results(out, exp, args.preset, configs, overwrite=args.overwrite,
+                                action="--reanalyse")
+    else:
+        found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
+        res_file = os.path.join(out, "results.json")
+        if os.path.exists(res_file) and not args.overwrite:
+            if not (custom and found):
                 raise OutDirError(f"output directory {out} already holds results of another "
                                   f"run ({res_file}); pass --overwrite to replace them, --out to "
                                   f"write elsewhere, or --reanalyse to recompute them from the "
                                   f"checkpoints")
-            prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
-                            checkpoint_name=found[0] if found else CHECKPOINT_NAME,
-                            artifacts=tuple(ckpts) + ("results.json", "results.csv"))
-            for c in found:
-                path = os.path.join(out, c)
-                print(f"resuming from {path} (epoch {checkpoint_epoch(path)} of "
-                      f"{ckpts[c].optim.epochs})", file=sys.stderr)
-        t0 = time.perf_counter()
-        runs, extra = run_experiment(exp, configs, out_dir=out, progress=not args.quiet)
-    except ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    wall = time.perf_counter() - t0
+            # the checkpoint's identity check names any differing config field
+            _own_results(out, exp, args.preset, configs, overwrite=False, action="resuming",
+                         compare_configs=False)
+        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                        checkpoint_name=found[0] if found else CHECKPOINT_NAME,
+                        artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+        _resume_notes(out, found, ckpts, args.allow_version_change)
+    t0 = time.perf_counter()
+    try:
+        with PreemptionGuard() as guard:
+            runs, extra = run_experiment(exp, configs, out_dir=out, progress=not args.quiet,
+                                         allow_version_change=args.allow_version_change)
+            wall = time.perf_counter() - t0
+            _finish(args, exp, configs, out, runs, extra, previous, wall)
+    except Preempted as p:
+        _report_preemption(p, out, ckpts, resume_command)
+        return p.exit_code
+    if guard.signum is not None and is_main_process():
+        print(f"({signal.Signals(guard.signum).name} arrived after training: the results above "
+              f"are complete)", file=sys.stderr)
+    return 0
+
+
+def _finish(args, exp: Experiment, configs, out: Optional[str], runs: List[dict], extra: dict,
+            previous: Optional[dict], wall: float) -> None:
     extra = {"wall_time_s": wall, **extra}
     if args.reanalyse:
         extra["reanalysed"] = True
         if previous is not None:
-            # the training times are those of the run that wrote the checkpoints
+            # the training times are those of the run that wrote the checkpoints (only ever
+            # taken from this run's own results: `_own_results`)
             extra.update({k: previous[k] for k in ("wall_time_s", "timing") if k in previous})
             extra["reanalysis_wall_time_s"] = wall
     if out is not None and is_main_process():
-        write_results(out, exp.name, args.preset, configs, runs, extra)
-        exp.plot(load_results(out), out)
+        try:
+            write_results(out, exp.name, args.preset, configs, runs, extra)
+            exp.plot(load_results(out), out)
+        except OSError as e:
+            raise OutDirError(f"cannot write the results to {out} ({e}); the checkpoints there "
+                              f"are intact: re-run the same command to write them") from e
     if is_main_process():
         print(runs_table(runs, cols=("group", "model", "loss", "weight_decay", "seed",
                                      "train_accuracy", "train_loss", "min_intra", "max_inter",
                                      "nc1")))
         where = f"; results and figures in {out}" if out else ""
         print(f"{len(runs)} runs in {wall:.1f} s on {jax.devices()[0].platform}{where}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,6 +49,7 @@ class ModelConfig:
     """A model by name (`nc_jax.models.make_model`), with BN after every hidden block.
 
     - "mlp": Definition 3.2.1, `depth` Dense layers (depth - 1 hidden blocks) of `width` units;
+    - "mlp_peeled": the same with the last BN scale-only and no head bias (Theorem 2.3.1's model);
     - "cnn": `depth` conv-ReLU-BN blocks of `width` channels, global average pool, Dense head;
     - "resnet": CIFAR-style ResNet-`depth` (depth = 6n + 2: n basic blocks in each of 3 stages of
       `width`, 2 `width`, 4 `width` channels), BN in every block, global average pool, head.
@@ -65,7 +66,7 @@ class ModelConfig:
         from nc_jax.models import known_models  # the registry can grow at runtime
         _require(self.name in known_models(),
                  f"model.name must be one of {known_models()}, got {self.name!r}")
-        min_depth = {"mlp": 2, "cnn": 1, "resnet": 8}.get(self.name, 1)
+        min_depth = {"mlp": 2, "mlp_peeled": 2, "cnn": 1, "resnet": 8}.get(self.name, 1)
         _int_at_least("model.depth", self.depth, min_depth)
         if self.name == "resnet":
             _require((self.depth - 2) % 6 == 0,
@@ -121,6 +122,11 @@ class DataConfig:
             _require(self.n % self.num_classes == 0,
                      f"data.n ({self.n}) must be a multiple of data.num_classes "
                      f"({self.num_classes}) for a balanced data set")
+        # bool("no") is True: a string here would silently mean the opposite of what it says
+        _require(isinstance(self.standardize, bool),
+                 f"data.standardize must be true or false, got {self.standardize!r}")
+        _require(self.path is None or isinstance(self.path, str),
+                 f"data.path must be a file name, got {self.path!r}")
         if self.kind == "npz":
             _require(bool(self.path), "data.path is required when data.kind == 'npz'")
 
@@ -155,9 +161,15 @@ class OptimConfig:
         _require(self.decay_mask in DECAY_MASKS,
                  f"optim.decay_mask must be one of {DECAY_MASKS}, got {self.decay_mask!r}")
         if self.lr_decay_epochs is not None:
+            _require(isinstance(self.lr_decay_epochs, (list, tuple)),
+                     f"optim.lr_decay_epochs must be a list of epochs, got "
+                     f"{self.lr_decay_epochs!r}")
             object.__setattr__(self, "lr_decay_epochs", tuple(self.lr_decay_epochs))
-            for e in self.lr_decay_epochs:
+            for i, e in enumerate(self.lr_decay_epochs):
                 _int_at_least("optim.lr_decay_epochs[i]", e, 1)
+                # a decay at or after the last epoch never happens: surely not what was meant
+                _require(e < self.epochs, f"optim.lr_decay_epochs[{i}] must be < optim.epochs "
+                                          f"({self.epochs}), got {e}")
 
     @property
     def decay_epochs(self) -> Tuple[int, ...]:
@@ -191,12 +203,16 @@ class SweepConfig:
         for name, cls in SECTIONS:
             _require(isinstance(getattr(self, name), cls),
                      f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
-        _require(not isinstance(self.weight_decays, (str, bytes)),
-                 f"weight_decays must be a sequence of numbers, got {self.weight_decays!r}")
+        for name in ("weight_decays", "seeds"):
+            _require(not isinstance(getattr(self, name), (str, bytes)),
+                     f"{name} must be a sequence of numbers, got {getattr(self, name)!r}")
         wds = []
         for i, w in enumerate(self.weight_decays):
-            # float() would turn a stray string into a bare ValueError that names no field
+            # float() would accept True as 1.0 and "1e-4" as a number, and turn other strings
+            # into a bare ValueError that names no field
             try:
+                if isinstance(w, (bool, str, bytes)):
+                    raise TypeError
                 wds.append(float(w))
             except (TypeError, ValueError):
                 raise ConfigError(f"weight_decays[{i}] must be a number, got {w!r}") from None
@@ -242,7 +258,7 @@ class SweepConfig:
             sections[name] = dict(part)
         _check_fields(cls, d, prefix="", skip=tuple(n for n, _ in SECTIONS))
         optim = sections["optim"]
-        if optim.get("lr_decay_epochs") is not None:
+        if isinstance(optim.get("lr_decay_epochs"), list):
             optim["lr_decay_epochs"] = tuple(optim["lr_decay_epochs"])
         for name in ("weight_decays", "seeds"):
             if name in d:
@@ -250,7 +266,9 @@ class SweepConfig:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     v = (v,)  # one value is a grid of one
                 _require(isinstance(v, (list, tuple)),
-                         f"{name} must be a list of numbers, got {v!r}")
+                         f"{name} must be a list of numbers, got {v!r}"
+                         + (" (a string: write the numbers without quotes)"
+                            if isinstance(v, str) else ""))
                 d[name] = tuple(v)
         return cls(**{n: sub(**sections[n]) for n, sub in SECTIONS}, **d)
 

@@ -184,34 +184,122 @@ def _remap_labels(y: np.ndarray, source: str):
     return y_new.astype(np.int32), classes
 
 
+def _standardize(x: np.ndarray, source: str) -> np.ndarray:
+    """Every feature to zero mean and unit variance over the samples, as float32.
+
+    The float32 formula below is what nc-jax always computed (published numbers depend on its
+    exact bits). It is kept wherever it is right, and checked against statistics computed in
+    float64 after dividing each feature by its largest magnitude, so that squares can neither
+    overflow nor underflow: at |x| ~ 1e30 the float32 variance overflows to inf and every feature
+    silently became 0; at |x| ~ 1e-30 it underflows and the features were squashed to ~0. Where
+    the two disagree, the float64 result is used. A feature that is constant (zero spread) is 0.
+    """
+    with np.errstate(all="ignore"):
+        x32 = x.astype(np.float32)
+        mean32, std32 = x32.mean(0), x32.std(0)
+        z32 = (x32 - mean32) / np.maximum(std32, 1e-8)
+        x64 = x.astype(np.float64)
+        scale = np.max(np.abs(x64), axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        xs = x64 / scale
+        mean64, std64 = xs.mean(0), xs.std(0)
+        true_std = std64 * scale
+        # relative to the feature's magnitude, a spread at rounding level is no spread at all
+        constant = std64 <= 1e-12
+        ok32 = (np.isfinite(z32).all() and np.all(np.isfinite(std32))
+                and np.all(np.where(constant, std32 <= 1e-8 * np.maximum(1.0, scale) + 1e-30,
+                                    (np.abs(std32 - true_std) <= 1e-3 * true_std)
+                                    & (true_std >= 1e-8))))
+        if ok32:
+            return z32
+        z = np.where(constant, 0.0, (xs - mean64) / np.where(constant, 1.0, std64))
+    z = z.astype(np.float32)
+    if not np.all(np.isfinite(z)):  # cannot happen for finite float64 input; never pass it on
+        raise ValueError(f"{source}: x cannot be standardized to finite float32 values")
+    return z
+
+
 def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays") -> Dataset:
     """Dataset from user arrays: x (N, ...) as float32 in its own shape (flat vectors, images
     (N, H, W, C), ...; a 1-D x becomes (N, 1)), labels remapped to 0..C-1. `standardize` scales
-    every input feature (pixel) to zero mean and unit variance over the samples."""
+    every input feature (pixel) to zero mean and unit variance over the samples (exactly, for any
+    magnitude of x). Without it, x must be representable in float32: values beyond its range, or
+    non-zero values that would round to 0, raise a ValueError rather than train on inf or 0."""
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{source}: x must have a leading sample axis with N >= 1, got {x.shape}")
-    x = (x.reshape(x.shape[0], 1) if x.ndim == 1 else x).astype(np.float32)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{source}: x must hold real numbers, got dtype {x.dtype}")
+    x = x.reshape(x.shape[0], 1) if x.ndim == 1 else x
     y_arr = np.asarray(y)
     if y_arr.reshape(-1).shape[0] != x.shape[0]:
         raise ValueError(f"{source}: x has {x.shape[0]} samples but y has {y_arr.size}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{source}: x contains NaN or inf")
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(x.astype(np.float64))):
+            raise ValueError(f"{source}: x contains NaN or inf")
     y_new, classes = _remap_labels(y_arr, source)
     if standardize:
-        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+        x = _standardize(x, source)
+    else:
+        with np.errstate(all="ignore"):
+            x32 = x.astype(np.float32)
+        big = ~np.isfinite(x32)
+        if big.any():
+            raise ValueError(f"{source}: x holds values beyond the float32 range (largest "
+                             f"|x| = {np.max(np.abs(x.astype(np.float64))):.3g}); rescale x or "
+                             f"standardize it (data.standardize=true)")
+        lost = (x32 == 0) & (x != 0)
+        if lost.any():
+            raise ValueError(f"{source}: x holds non-zero values that float32 rounds to 0 "
+                             f"(e.g. {float(x[lost].flat[0])!r}); rescale x or standardize it "
+                             f"(data.standardize=true)")
+        x = x32
     return Dataset(x.astype(np.float32), y_new, len(classes),
                    {"kind": "arrays", "source": source, "original_labels": classes.tolist(),
                     "standardized": standardize})
 
 
 def load_npz(path: str, *, standardize: bool = False) -> Dataset:
-    """A user's data from an .npz holding arrays `x` (N, ...) and `y` (N,) of integer labels."""
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in ("x", "y") if k not in f.files]
-        if missing:
-            raise ValueError(f"{path}: missing array(s) {missing}; found {f.files}")
-        x, y = f["x"], f["y"]
+    """A user's data from an .npz holding arrays `x` (N, ...) and `y` (N,) of integer labels.
+    Every way the file can be unusable raises a ValueError that says what to do."""
+    how = "save it with np.savez(path, x=x, y=y)"
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except FileNotFoundError:
+        raise ValueError(f"data file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"data file {path} is a directory; --data needs an .npz file") from None
+    except PermissionError:
+        raise ValueError(f"data file {path} cannot be read: permission denied") from None
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"data file {path} holds a single array, not an .npz archive of x and "
+                         f"y; {how}")
+    if not magic.startswith(b"PK"):
+        # np.load would call anything else a pickle and suggest unpickling it: never for data
+        raise ValueError(f"data file {path} is not an .npz archive (it starts with "
+                         f"{magic!r}); {how}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001  (a torn or damaged zip)
+        raise ValueError(f"data file {path} is not a readable .npz archive ({type(e).__name__}: "
+                         f"{str(e)[:200]}); {how}") from None
+    try:
+        with loaded as f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise ValueError(f"{path}: missing array(s) {missing}; found {f.files}; {how}")
+            x, y = f["x"], f["y"]
+    except ValueError as e:
+        if "missing array" in str(e):
+            raise
+        # an object array: allow_pickle=False refuses it (a data file is never unpickled, and
+        # numpy's own message would suggest doing exactly that)
+        raise ValueError(f"data file {path} holds object (pickled) arrays, which cannot be "
+                         f"read safely; store x and y as numeric arrays: {how}") from None
+    except Exception as e:  # noqa: BLE001  (a torn member, a CRC failure, ...)
+        raise ValueError(f"data file {path} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                         f"{how}") from None
     ds = from_arrays(x, y, standardize=standardize, source=str(path))
     return dataclasses.replace(ds, info={**ds.info, "kind": "npz", "path": str(path)})
 

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from nc_jax import preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset, make_dataset
 from nc_jax.reporting import CONVERGED_ACCURACY, EFFECTIVE_DEPTH_EPS, analyse, record_fn  # noqa: F401
@@ -78,21 +79,25 @@ def data_summary(data: Dataset) -> dict:
 
 def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
               layers: bool = False, progress: bool = True, out_dir: Optional[str] = None,
-              model=None, loss=None, checkpoint_file: Optional[str] = None
-              ) -> Tuple[List[dict], object]:
-    """Train `cfg`'s grid as one program (resumable when `cfg.checkpoint_every` and `out_dir`
-    are set; checkpoint `<out_dir>/<checkpoint_file>`, default `checkpoint_<group>.npz`), record
-    NC every `cfg.record_every` epochs in the loop, and analyse every run. `model` / `loss`
-    override the config's (see `nc_jax.run_sweep`). Returns (runs, SweepResult)."""
+              model=None, loss=None, checkpoint_file: Optional[str] = None,
+              allow_version_change: bool = False) -> Tuple[List[dict], object]:
+    """Train `cfg`'s grid as one program, record NC every `cfg.record_every` epochs in the loop,
+    and analyse every run. With `out_dir` the sweep is resumable from
+    `<out_dir>/<checkpoint_file>` (default `checkpoint_<group>.npz`), saved every
+    `cfg.checkpoint_every` epochs and at the end when that is set, and in any case when a signal
+    stops it (`nc_jax.preempt`); `allow_version_change`: see `resumable_train_runs`. `model` /
+    `loss` override the config's (see `nc_jax.run_sweep`). Returns (runs, SweepResult)."""
     if data is None:
         data = make_dataset(cfg.data)
     task = make_task(cfg, data, model=model, loss=loss)
     kwargs = dict(progress=progress, record_fn=record_fn(task))
-    if out_dir is not None and cfg.checkpoint_every:
+    if out_dir is not None:
         from nc_jax.checkpoint import resumable_train_runs
         res = resumable_train_runs(task, cfg, data,
                                    os.path.join(out_dir, checkpoint_file or
-                                                checkpoint_name(group)), **kwargs)
+                                                checkpoint_name(group)),
+                                   final_checkpoint=bool(cfg.checkpoint_every),
+                                   allow_version_change=allow_version_change, **kwargs)
     else:
         res = train_runs(task, cfg, data, **kwargs)
     return analyse(res, data, layers=layers, group=group), res
@@ -100,7 +105,8 @@ def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
 
 def run_experiment(exp: Experiment, configs: Mapping[str, SweepConfig], *,
                    out_dir: Optional[str] = None, progress: bool = True,
-                   data: Optional[Dataset] = None, model=None, loss=None) -> Tuple[List[dict], dict]:
+                   data: Optional[Dataset] = None, model=None, loss=None,
+                   allow_version_change: bool = False) -> Tuple[List[dict], dict]:
     """`run_group` for every {group: config}. `data` (default: made from each group's
     DataConfig, once for all groups when `exp.shared_data`) and `model` / `loss` apply to every
     group. Returns (runs, extra results fields: timing per group, data summary, exp.extra)."""
@@ -108,11 +114,13 @@ def run_experiment(exp: Experiment, configs: Mapping[str, SweepConfig], *,
     if data is None and exp.shared_data:
         data = make_dataset(next(iter(configs.values())).data)
     for group, cfg in configs.items():
+        preempt.raise_if_pending()  # a signal during the previous group's analysis
         gdata = data if data is not None else make_dataset(cfg.data)
         summary = summary or data_summary(gdata)
         group_runs, res = run_group(cfg, group=group, data=gdata, layers=exp.layers,
                                     progress=progress, out_dir=out_dir, model=model, loss=loss,
-                                    checkpoint_file=exp.checkpoint_name(group))
+                                    checkpoint_file=exp.checkpoint_name(group),
+                                    allow_version_change=allow_version_change)
         runs += group_runs
         timing[group] = {"wall_time_s": res.wall_time_s, "compile_time_s": res.compile_time_s,
                          "num_devices": res.num_devices, "runs_per_device": res.runs_per_device}

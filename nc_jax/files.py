@@ -1,10 +1,13 @@
 """Files a run writes: atomic writes (a kill leaves the old or the new file, never a torn one)
-and the guard of an output directory (never overwrite another run's results silently)."""
+and the guard of an output directory (never overwrite another run's results silently; one
+writer at a time is `nc_jax.lock`)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
 from typing import Any, Optional, Sequence
 
@@ -17,7 +20,29 @@ _TMP_SUFFIX = ".tmp"
 
 
 class OutDirError(RuntimeError):
-    """The output directory holds results that this run must not overwrite."""
+    """The output directory holds results that this run must not overwrite, or cannot be used."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be used: unreadable, corrupt, truncated, of another format, of
+    another run (`CheckpointMismatchError`) or of other software (`CheckpointVersionError`)."""
+
+
+def host_name() -> str:
+    """This machine's name as it appears in lock and temp file names (file-name safe)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (a reused pid counts as alive,
+    which only ever makes the callers more careful)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,8 +75,9 @@ def atomic_write_bytes(path, data: bytes) -> None:
     flush + fsync, `os.replace`, fsync of the directory. The parent directory must exist."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=_TMP_SUFFIX,
-                               dir=directory)
+    # the writer's host and pid in the name let a later run prove the file orphaned
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{host_name()}-{os.getpid()}.",
+                               suffix=_TMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
@@ -76,9 +102,27 @@ def atomic_write_json(path, obj: Any, *, indent: Optional[int] = 1, **dump_kwarg
     atomic_write_text(path, json.dumps(obj, indent=indent, **dump_kwargs) + "\n")
 
 
-def _is_stale_temp(name: str) -> bool:
-    """Temp files of `atomic_write_bytes` that a killed process left behind."""
+def _is_temp(name: str) -> bool:
+    """A temp file of `atomic_write_bytes` (in flight, or left behind by a killed writer)."""
     return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+
+
+_TEMP_WRITER = re.compile(r"^\.(?P<base>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[a-z0-9_]+"
+                          + re.escape(_TMP_SUFFIX) + "$")
+
+
+def is_orphaned_temp(directory, name: str, artifacts: Sequence[str] = RUN_ARTIFACTS) -> bool:
+    """Whether `name` in `directory` is a temp file of one of `artifacts` whose writer is provably
+    gone, so that deleting it cannot break a write in progress: this process holds the
+    directory's lock (so no other nc-jax run writes there), and the file names its writer, a
+    process of this host that no longer exists. Anything else (another host's writer, a temp
+    file of an older nc-jax that names no writer) is left alone: it costs only disk space."""
+    from nc_jax.lock import holds_lock
+    m = _TEMP_WRITER.match(name)
+    if m is None or m["base"] not in artifacts or not holds_lock(directory):
+        return False
+    pid = int(m["pid"])
+    return m["host"] == host_name() and pid != os.getpid() and not pid_alive(pid)
 
 
 def prepare_out_dir(path, overwrite: bool = False, resume: bool = True, *,
@@ -93,18 +137,27 @@ def prepare_out_dir(path, overwrite: bool = False, resume: bool = True, *,
     - holds anything else (another run's results): OutDirError, unless `overwrite`, which deletes
       the run artifacts (`artifacts`: checkpoint, results.json/csv) so the new run starts afresh
       and no stale result survives next to it; other files are left alone.
-    Temp files of atomic writes that a killed process left behind are removed in every case.
+    Temp files of atomic writes are removed only when provably orphaned (`is_orphaned_temp`:
+    the caller holds the directory's lock, `nc_jax.lock.OutDirLock`, and the writer is dead);
+    temp files and the lock file never count as results.
     """
+    from nc_jax.lock import LOCK_NAME
     path = os.fspath(path)
+    if not path:
+        raise OutDirError("the output directory must be a non-empty path (got '')")
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutDirError(f"output path {path} exists and is not a directory")
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise OutDirError(f"cannot create output directory {path} ({e.strerror or e}); "
+                          f"choose a writable one") from e
     entries = []
     for name in sorted(os.listdir(path)):
-        if _is_stale_temp(name) and any(name.startswith(f".{a}.") for a in artifacts):
+        if is_orphaned_temp(path, name, artifacts):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(path, name))
-        else:
+        elif not _is_temp(name) and name != LOCK_NAME:
             entries.append(name)
     if not entries:
         return "new"

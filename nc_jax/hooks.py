@@ -1,5 +1,7 @@
 """Hooks of the sweep loop: functions called on the host after every compiled chunk with a
-`ChunkEvent` (progress bars, checkpoints, early stops, custom logging)."""
+`ChunkEvent` (progress bars, checkpoints, early stops, custom logging). A hook may also define
+`on_preempt(event)`, called with the last event when a signal stops the sweep early
+(`nc_jax.preempt`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,3 +45,6 @@ class ProgressHook:
                              acc_max=f"{ev.last_accuracy[live].max() if live.any() else nan:.3f}")
         if ev.epoch >= ev.total_epochs:
             self.bar.close()
+
+    def on_preempt(self, ev: ChunkEvent) -> None:
+        self.bar.close()  # the stop message should not land inside the bar

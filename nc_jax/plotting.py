@@ -71,7 +71,8 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     ax.axhline(1.0, color="gray", lw=0.6)
     ax.axhline(-1.0 / (num_classes - 1), color="gray", lw=0.6, ls=":",
                label=f"-1/(C-1) = {-1 / (num_classes - 1):.3f}")
-    ax.set_xscale("log")
+    if groups:  # a log axis without a single point makes matplotlib's layout raise
+        ax.set_xscale("log")
     ax.set_xlabel("weight decay")
     ax.set_ylabel("cosine similarity (last-layer features)")
     rule = ("converged runs only (100% train accuracy, the thesis' rule)" if converged_only else

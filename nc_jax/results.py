@@ -23,8 +23,10 @@ CSV_SKIP = ("layers", "curves", "history")
 
 
 def environment() -> dict:
-    """Where the numbers came from: versions, backend, devices, machine, date."""
-    return {"jax": jax.__version__, "backend": jax.default_backend(),
+    """Where the numbers came from: versions (`software`: nc-jax version, source hash and git
+    commit, library versions; see `nc_jax.provenance`), backend, devices, machine, date."""
+    from nc_jax.provenance import software
+    return {"jax": jax.__version__, "software": software(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count(),
             "python": platform.python_version(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

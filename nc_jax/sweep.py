@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from nc_jax import distributed
+from nc_jax import distributed, preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset
 from nc_jax.hooks import ChunkEvent, ProgressHook
@@ -222,7 +222,10 @@ def train_runs(task: Task, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
     cfg.record_every; 0 = never; the final full-set evaluation is always done).
     Each compiled call runs `record_every` epochs when recording, else `epochs_per_call`.
     `hooks` are called on the host after each call with a `ChunkEvent` (checkpointing is one);
-    `start` continues from a `SweepState`. `runs_per_device` (default cfg.runs_per_device, or
+    `start` continues from a `SweepState`. Inside a `nc_jax.preempt.PreemptionGuard`, a
+    SIGTERM / SIGINT stops the loop after the chunk in flight: hooks with an `on_preempt(event)`
+    method get the last event (the checkpoint hook saves), then `Preempted` is raised.
+    `runs_per_device` (default cfg.runs_per_device, or
     start's) fixes the run layout: the same value gives bit-identical results on any number of
     devices.
     """
@@ -291,7 +294,16 @@ def train_runs(task: Task, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
     fns: Dict[int, Callable] = {}
     compile_time = 0.0
     epoch = epoch0
+    ev = None
     while epoch < epochs:
+        if preempt.pending() is not None:
+            # the hooks saw the last chunk's event already; those that keep state (the
+            # checkpoint) save it now, whatever their interval
+            if ev is not None:
+                for hook in hooks:
+                    if hasattr(hook, "on_preempt"):
+                        hook.on_preempt(ev)
+            preempt.raise_if_pending(epoch, epochs)
         n_ep = min(chunk, epochs - epoch)
         if n_ep not in fns:
             tc = time.perf_counter()

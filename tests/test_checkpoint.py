@@ -345,9 +345,12 @@ def test_out_dir_guard(tmp_path, saved):
     run = tmp_path / "run"
     run.mkdir()
     _copy(saved[0], run / "checkpoint.npz")
+    # temp files never count as results; only provably orphaned ones are deleted (see
+    # tests/test_lock.py): an old-style name that records no writer is left alone
     (run / ".checkpoint.npz.abc123.tmp").write_bytes(b"half a file from a killed writer")
     assert prepare_out_dir(run, overwrite=False, resume=True, config_dict=saved[3]) == "resume"
-    assert sorted(os.listdir(run)) == ["checkpoint.npz"]
+    assert sorted(os.listdir(run)) == [".checkpoint.npz.abc123.tmp", "checkpoint.npz"]
+    os.remove(run / ".checkpoint.npz.abc123.tmp")
     with pytest.raises(OutDirError, match="already holds a checkpoint"):
         prepare_out_dir(run, overwrite=False, resume=False)
     bad = dict(saved[3], seeds=[7])

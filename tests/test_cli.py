@@ -10,6 +10,7 @@ import pytest
 
 from nc_jax.checkpoint import checkpoint_epoch
 from nc_jax.cli import main
+from nc_jax.models import known_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["--set", "model.widht=3"], "unknown config field(s) ['model.widht']"),
     (["--set", "optimizer.lr=3"], "unknown config field 'optimizer.lr'"),
     (["--set", "lr"], "--set expects field=value, got 'lr'"),
-    (["--model", "vgg"], "model.name must be one of ('cnn', 'mlp', 'resnet'), got 'vgg'"),
+    (["--model", "vgg"], f"model.name must be one of {known_models()}, got 'vgg'"),
     (["--loss", "hinge"], "loss.name must be one of ('ce', 'mse', 'label_smoothing'), got 'hinge'"),
     (["--experiment", "fig9"], "unknown experiment 'fig9'"),
     (["--out", "{tmp}", "--checkpoint-every", "-2"], "checkpoint_every must be >= 0, got -2"),

@@ -132,3 +132,33 @@ def test_from_dict_names_unknown_fields_and_fills_defaults():
     with pytest.raises(ConfigError, match=r"model\.width must be >= 1"):
         SweepConfig.from_dict({"model": {"width": 0}})
     assert SweepConfig.from_dict({"seeds": [3]}) == SweepConfig(seeds=(3,))
+
+
+@pytest.mark.parametrize("d, msg", [
+    # a string is not parsed character by character ("weight_decays[1] must be a number, got 'e'")
+    ({"weight_decays": "1e-4"}, r"weight_decays must be a list of numbers, got '1e-4' \(a string"),
+    ({"weight_decays": [True]}, r"weight_decays\[0\] must be a number, got True"),
+    ({"weight_decays": ["1e-4"]}, r"weight_decays\[0\] must be a number, got '1e-4'"),
+    ({"seeds": "0"}, r"seeds must be a list of numbers, got '0'"),
+    ({"seeds": [True]}, r"seeds\[0\] must be an integer, got True"),
+    ({"data": {"standardize": "no"}}, r"data\.standardize must be true or false, got 'no'"),
+    ({"data": {"standardize": 1}}, r"data\.standardize must be true or false, got 1"),
+    ({"data": {"kind": "npz", "path": 3}}, r"data\.path must be a file name, got 3"),
+    ({"optim": {"epochs": 10, "lr_decay_epochs": [5, 10]}},
+     r"optim\.lr_decay_epochs\[1\] must be < optim\.epochs \(10\), got 10"),
+    ({"optim": {"epochs": 10, "lr_decay_epochs": "5"}},
+     r"optim\.lr_decay_epochs must be a list of epochs, got '5'"),
+    ({"optim": {"epochs": 10, "lr_decay_epochs": 5}},
+     r"optim\.lr_decay_epochs must be a list of epochs, got 5"),
+])
+def test_from_dict_rejects_values_that_would_be_misread(d, msg):
+    with pytest.raises(ConfigError, match=msg):
+        SweepConfig.from_dict(d)
+
+
+def test_from_dict_still_accepts_one_number_and_numpy_values():
+    import numpy as np
+    assert SweepConfig.from_dict({"weight_decays": 1e-4}).weight_decays == (1e-4,)
+    assert SweepConfig(weight_decays=np.array([1e-4, 1e-3])).weight_decays == (1e-4, 1e-3)
+    assert SweepConfig.from_dict({"data": {"standardize": True}}).data.standardize is True
+    assert OptimConfig(epochs=10, lr_decay_epochs=(3, 9)).decay_epochs == (3, 9)

@@ -2,8 +2,8 @@ import jax
 import numpy as np
 import pytest
 
-from nc_jax.data import (_balanced_select, conic_hull_dataset, load_npz, make_teacher,
-                         teacher_dataset)
+from nc_jax.data import (_balanced_select, conic_hull_dataset, from_arrays, load_npz,
+                         make_teacher, teacher_dataset)
 
 
 def test_teacher_balanced_deterministic_and_labels_follow_teacher():
@@ -94,3 +94,44 @@ def test_load_npz_rejects_missing_arrays_and_nan(tmp_path):
     np.savez(q, x=np.array([[0.0, np.nan], [1, 2]]), y=np.array([0, 1]))
     with pytest.raises(ValueError, match="NaN"):
         load_npz(str(q))
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30, 1e200, 1e-200])
+def test_standardize_is_exact_at_any_magnitude(tmp_path, scale):
+    # float32 statistics overflow (1e30: every feature came out 0) or underflow (1e-30: every
+    # feature was squashed to ~0); the result must not depend on the magnitude at all
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(200, 4)) + 3.0
+    np.savez(tmp_path / "d.npz", x=base * scale, y=np.arange(200) % 2)
+    d = load_npz(str(tmp_path / "d.npz"), standardize=True)
+    assert d.x.dtype == np.float32 and np.all(np.isfinite(d.x))
+    np.testing.assert_allclose(d.x.std(0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(d.x.mean(0), 0.0, atol=1e-5)
+    ref = (base - base.mean(0)) / base.std(0)
+    np.testing.assert_allclose(d.x, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_standardize_keeps_the_float32_bits_of_ordinary_data():
+    # published numbers (MNIST-5k) were computed with the float32 formula: same bits, constant
+    # features (MNIST's empty corner pixels) at 0
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, size=(300, 6)).astype(np.float32)
+    x[:, 2] = 0.0
+    d = from_arrays(x, np.arange(300) % 3, standardize=True)
+    np.testing.assert_array_equal(d.x, (x - x.mean(0)) / np.maximum(x.std(0), 1e-8))
+    assert np.all(d.x[:, 2] == 0)
+    # a constant column that float32 cannot average exactly is 0, not rounding noise blown up
+    c = np.full((300, 1), 1000.1, np.float32)
+    assert np.all(from_arrays(np.hstack([x, c]), np.arange(300) % 3,
+                              standardize=True).x[:, -1] == 0)
+
+
+def test_values_beyond_float32_are_an_error_without_standardize():
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"beyond the float32 range .*data\.standardize=true"):
+        from_arrays(np.full((4, 2), 1e39), y)
+    with pytest.raises(ValueError, match=r"float32 rounds to 0 \(e\.g\. 1e-46\)"):
+        from_arrays(np.full((4, 2), 1e-46), y)
+    with pytest.raises(ValueError, match="must hold real numbers, got dtype complex128"):
+        from_arrays(np.ones((4, 2), complex), y)
+    assert from_arrays(np.full((4, 2), 1e39), y, standardize=True).x.max() == 0  # constant
