@@ -223,7 +223,7 @@ def analyse(result, data, layers: bool = False, *, group: str = "",
     recorded in the loop (`curves`: every `record_every` epochs; `history`: train-mode loss
     and accuracy of every epoch) and, with `layers`, per-layer metrics (`layers`: a list of dicts) and
     the eps-effective depth. A diverged run keeps its identity but every metric is None."""
-    if data.num_classes != result.task.num_classes or data.n != len(data.y):
+    if data.num_classes != result.task.num_classes:
         raise ValueError(f"analyse: the data has {data.num_classes} classes but the sweep's task "
                          f"{result.task.num_classes}")
     reps = sweep_reports(result.states, data.x, data.y, result.task, layers=layers,
