@@ -14,6 +14,8 @@ A conjecture is called "supported" when eps* <= 0.05 (a tolerance we choose and 
 
     python experiments/conjectures.py --wd experiments/results/fig3_1/paper \
         --depth experiments/results/fig3_3/paper --out experiments/results/conjectures
+
+`--wd` and `--depth` take several directories; every conjecture is tested per data set.
 """
 from __future__ import annotations
 
@@ -55,6 +57,17 @@ def eps_star_by_wd(pts):
     return out
 
 
+def by_data(dirs) -> dict:
+    """{data kind: runs} over the results directories, in order of first appearance: each
+    conjecture is tested on each data set separately (3.1.1 and 3.2.1 are stated for the
+    conic-hull data; the thesis' figures use teacher data)."""
+    out = {}
+    for d in dirs:
+        for r in load_results(d)["runs"]:
+            out.setdefault(r.get("data") or "teacher", []).append(r)
+    return out
+
+
 def conjecture_311(runs):
     """Every network with BN before the last layer (all groups but "none"), per seed: eps* per
     WD over the converged runs, and the worst of them."""
@@ -87,6 +100,7 @@ def conjecture_321(runs):
         if not r.get("layers") or not r["converged"]:
             continue
         gap = [l["min_intra"] - l["max_inter"] for l in r["layers"]]
+        intra = [l["min_intra"] for l in r["layers"]]
         has_output = r.get("output_min_intra") is not None
         if has_output:
             gap.append(r["output_min_intra"] - r["output_max_inter"])
@@ -97,6 +111,10 @@ def conjecture_321(runs):
                      if len(r["layers"]) > 1 else 0.0,
                      "output_transition": float(diffs[-1]) if has_output else None,
                      "n_decreasing_layers": int((diffs < 0).sum()),
+                     # the thesis claims monotone growth: how far the last hidden layer's min
+                     # intra falls below its peak over the layers
+                     "peak_min_intra": float(max(intra)), "peak_layer": int(np.argmax(intra)) + 1,
+                     "last_min_intra": float(intra[-1]),
                      "first_gap": float(gap[0]), "last_gap": float(gap[-1])})
     worst = max((x["eps_star"] for x in rows), default=None)
     return {"conjecture": "3.2.1", "claim": "per-layer (min intra - max inter) grows with depth",
@@ -125,18 +143,19 @@ def conjecture_322(runs):
 
 
 def render(results) -> str:
-    lines = ["| conjecture | claim | measure | supported |", "|---|---|---|---|"]
+    lines = ["| conjecture | data | claim | measure | supported |", "|---|---|---|---|---|"]
     for c in results:
         if "eps_star" in c:
             m = "no converged runs" if c["eps_star"] is None else f"eps* = {c['eps_star']:.4f} (tolerance {TOLERANCE})"
         else:
             m = f"{c['violating_pairs']} of {c['pairs']} WD pairs violate"
         s = {None: "no data", True: "yes", False: "**no**"}[c["supported"]]
-        lines.append(f"| {c['conjecture']} | {c['claim']} | {m} | {s} |")
+        lines.append(f"| {c['conjecture']} | {c['data']} | {c['claim']} | {m} | {s} |")
     for c in results:
         if c["conjecture"] == "3.1.1" and c["per_seed"]:
             wds = sorted({float(w) for r in c["per_seed"] for w in r["eps_star_by_wd"]})
-            lines += ["", "Conjecture 3.1.1, eps* per WD (largest over smaller WDs) and seed:", "",
+            lines += ["", f"Conjecture 3.1.1 on {c['data']} data, eps* per WD (largest over "
+                      "smaller WDs) and seed:", "",
                       "| group | seed | " + " | ".join(f"{w:g}" for w in wds) + " |",
                       "|---|---|" + "---|" * len(wds)]
             for r in c["per_seed"]:
@@ -144,20 +163,25 @@ def render(results) -> str:
                 lines.append(f"| {r['group']} | {r['seed']} | " + " | ".join(
                     "—" if e is None else f"{e:.3f}" for e in cells) + " |")
         if c["conjecture"] == "3.2.1" and c["per_run"]:
-            lines += ["", "Conjecture 3.2.1, eps* per run (hidden layers; with the output layer "
-                      "when recorded):", "", "| WD | seed | eps* hidden | eps* with output | "
-                      "output - layer L-1 |", "|---|---|---|---|---|"]
+            lines += ["", f"Conjecture 3.2.1 on {c['data']} data, eps* per run (hidden layers; "
+                      "with the output layer when recorded) and the last hidden layer's min intra "
+                      "against its peak over the layers:", "",
+                      "| WD | seed | eps* hidden | eps* with output | output - layer L-1 | "
+                      "min intra: peak (layer) | last | drop |", "|---|---|---|---|---|---|---|---|"]
             for r in sorted(c["per_run"], key=lambda r: (r["weight_decay"], r["seed"])):
                 o = r["output_transition"]
                 lines.append(f"| {r['weight_decay']:g} | {r['seed']} | {r['eps_star_hidden']:.3f} | "
-                             f"{r['eps_star']:.3f} | {'—' if o is None else f'{o:+.3f}'} |")
+                             f"{r['eps_star']:.3f} | {'—' if o is None else f'{o:+.3f}'} | "
+                             f"{r['peak_min_intra']:.3f} ({r['peak_layer']}) | "
+                             f"{r['last_min_intra']:.3f} | "
+                             f"{r['peak_min_intra'] - r['last_min_intra']:.3f} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--wd", help="results dir of fig3_1_wd_bn.py")
-    ap.add_argument("--depth", help="results dir of fig3_3_depth.py")
+    ap.add_argument("--wd", nargs="+", metavar="DIR", help="results dirs of fig3_1_wd_bn.py")
+    ap.add_argument("--depth", nargs="+", metavar="DIR", help="results dirs of fig3_3_depth.py")
     ap.add_argument("--out", help="write conjectures.json / conjectures.md here")
     args = ap.parse_args(argv)
     if not args.wd and not args.depth:
@@ -165,11 +189,10 @@ def main(argv=None) -> int:
         return 2
     try:
         results = []
-        if args.wd:
-            results.append(conjecture_311(load_results(args.wd)["runs"]))
-        if args.depth:
-            d = load_results(args.depth)["runs"]
-            results += [conjecture_321(d), conjecture_322(d)]
+        for dirs, tests in ((args.wd, (conjecture_311,)),
+                            (args.depth, (conjecture_321, conjecture_322))):
+            for data, runs in by_data(dirs or ()).items():
+                results += [dict(test(runs), data=data) for test in tests]
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

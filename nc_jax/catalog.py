@@ -18,8 +18,8 @@ import os
 
 from nc_jax.config import THESIS_WEIGHT_DECAYS, DataConfig, ModelConfig, OptimConfig, SweepConfig
 from nc_jax.experiment import Experiment, register_experiment
-from nc_jax.plotting import (plot_depth, plot_groups, plot_theorem, plot_training_curves,
-                             plot_wd_bn)
+from nc_jax.plotting import (plot_depth, plot_groups, plot_layer_modes, plot_theorem,
+                             plot_training_curves, plot_wd_bn)
 
 BN_VARIANTS = ("affine", "plain", "none")
 
@@ -106,6 +106,9 @@ def _plot_fig3_3(doc, out_dir):
                      f"{runs[0]['depth']}, affine BN")
     plot_training_curves(runs, os.path.join(out_dir, "training_curves.png"), group="affine")
     plot_theorem(runs, os.path.join(out_dir, "theorem.png"), num_classes=_num_classes(doc))
+    plot_layer_modes(runs, os.path.join(out_dir, "layer_modes.png"),
+                     title=f"Figure 3.3 ({doc['preset']}):\nper-layer NC, BN eval / train, "
+                           "raw / centered")
 
 
 def _depth15(width: int, epochs: int, n: int, seeds, checkpoint_every: int = 0) -> dict:

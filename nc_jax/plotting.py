@@ -184,3 +184,44 @@ def plot_groups(runs: List[dict], path: str, keys=("min_intra", "max_inter", "nc
     n_conv = sum(bool(r.get("converged")) for r in runs)
     fig.suptitle(f"{title} [{n_conv}/{len(runs)} runs at 100% train accuracy]")
     _save(fig, path)
+
+
+LAYER_MODES = (("", "BN eval, raw"), ("eval_centered_", "BN eval, centered"),
+               ("train_", "BN train, raw"), ("train_centered_", "BN train, centered"))
+
+
+def plot_layer_modes(runs: List[dict], path: str, title: str = "") -> None:
+    """What the mid-layer "instability" survives (issue 12 item 5): per layer, mean over seeds of
+    max inter and min intra with BN in eval / train mode, uncentered / centered (global mean
+    removed), and NC1 = tr(Sigma_W Sigma_B^+)/C against the pseudo-inverse-free
+    tr(Sigma_W)/tr(Sigma_B); one column per weight decay (runs that did not fail)."""
+    runs = [r for r in runs if r.get("layers") and not failed(r)
+            and "train_max_inter" in r["layers"][0]]
+    if not runs:
+        return
+    wds = sorted({r["weight_decay"] for r in runs})
+    fig, axes = plt.subplots(3, len(wds), figsize=(3.6 * len(wds) + 1, 8.5), squeeze=False)
+    for j, wd in enumerate(wds):
+        sel = [r for r in runs if r["weight_decay"] == wd]
+        layers = np.arange(1, len(sel[0]["layers"]) + 1)
+
+        def mean(key):
+            return np.mean([[l[key] for l in r["layers"]] for r in sel], axis=0)
+
+        for i, stat in enumerate(("max_inter", "min_intra")):
+            ax = axes[i, j]
+            for (prefix, label), ls in zip(LAYER_MODES, ("-", "--", ":", "-.")):
+                ax.plot(layers, mean(prefix + stat), ls, marker=".", label=label)
+            ax.set_ylabel(stat.replace("_", " "))
+        ax = axes[2, j]
+        for key, label in (("nc1", "NC1 (eval)"), ("train_nc1", "NC1 (train)"),
+                           ("eval_nc1_trace", "tr W / tr B (eval)"),
+                           ("train_nc1_trace", "tr W / tr B (train)")):
+            ax.semilogy(layers, mean(key), marker=".", label=label)
+        ax.set_xlabel("layer")
+        axes[0, j].set_title(f"WD {wd:g} ({len(sel)} seed{'s' if len(sel) > 1 else ''})")
+    axes[0, 0].legend(fontsize=7)
+    axes[2, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)

@@ -6,8 +6,9 @@ shared). `run_report` merges the dicts of a list of reporters inside one jitted 
 metric is one new reporter. All functions take a single-run state (no run axis) and are vmapped
 over runs by the callers, so the same code serves one run or a whole sweep.
 
-Reporters (default order): `loss_accuracy`, `collapse`, `theory` (cross-entropy only),
-`prop221` (models whose last feature is a BN output), `per_layer` (with `layers=True`).
+Reporters (default order): `loss_accuracy`, `collapse`, `theory_quantities` and
+`theorem_bounds` (cross-entropy only), `prop221` (models whose last feature is a BN output),
+`per_layer` (with `layers=True`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nc_jax import metrics, theory
+from nc_jax._metric_measures import cos_summary
 from nc_jax.losses import cross_entropy
 from nc_jax.models import MLP
 from nc_jax.task import Task
@@ -76,28 +78,68 @@ def collapse(v: RunView) -> Dict[str, jax.Array]:
     return dict(metrics.collapse_report(v.h, v.y, v.num_classes, W=W, logits=v.logits))
 
 
+def _theorem_inputs(v: RunView):
+    """What Theorem 2.3.1 is a statement about, for a bias-free classifier: the features and
+    weights (h, W), or ([h; 1], [W b]) when the head has a bias b (the thesis' remark: a
+    constant 1 appended to every feature, b to every weight row), their alpha and beta, and
+    m(alpha, beta), a true lower bound of the loss in both cases."""
+    W, b = v.classifier
+    h = v.h
+    alpha, beta = theory.feature_rms(h), theory.weight_scale(W)
+    if b is not None:
+        h = jnp.concatenate([h, jnp.ones((h.shape[0], 1), h.dtype)], axis=1)
+        W = jnp.concatenate([W, b[:, None]], axis=1)
+        alpha, beta = jnp.sqrt(alpha ** 2 + 1.0), theory.weight_scale(W)
+    return h, W, alpha, beta, theory.min_loss(alpha, beta, v.num_classes)
+
+
 def theory_quantities(v: RunView, delta: float = 0.1) -> Dict[str, jax.Array]:
     """alpha = feature_rms(h), beta = weight_scale(W) for every loss; for cross-entropy also
-    Theorem 2.3.1's quantities. A head bias b is folded in as the thesis remarks (a constant 1
-    appended to every feature, b to every weight row): alpha_aug = sqrt(alpha^2 + 1), beta_aug =
-    ||[W b]||_F / sqrt(C), min_loss = m(alpha_aug, beta_aug) (a true lower bound of the loss),
-    loss_gap = epsilon = CE - m, rate = exp(C/(C-1) ab)/(ab) sqrt(eps/delta). Without a bias
-    the aug values equal alpha and beta. The theorem is a cross-entropy statement: other losses
-    get alpha and beta only."""
-    W, b = v.classifier
+    Theorem 2.3.1's quantities of the theorem's features (`_theorem_inputs`): alpha_aug =
+    sqrt(alpha^2 + 1), beta_aug = ||[W b]||_F / sqrt(C) with a head bias b (without one they
+    equal alpha and beta), min_loss = m(alpha_aug, beta_aug), loss_gap = epsilon = CE - m,
+    rate = exp(C/(C-1) ab)/(ab) sqrt(eps/delta). The theorem is a cross-entropy statement:
+    other losses get alpha and beta only."""
+    W, _ = v.classifier
     out = {"alpha": theory.feature_rms(v.h), "beta": theory.weight_scale(W)}
     if v.task.loss_name != "ce":
         return out
-    if b is None:
-        alpha_aug, beta_aug = out["alpha"], out["beta"]
-    else:
-        alpha_aug = jnp.sqrt(out["alpha"] ** 2 + 1.0)
-        beta_aug = theory.weight_scale(jnp.concatenate([W, b[:, None]], axis=1))
-    m = theory.min_loss(alpha_aug, beta_aug, v.num_classes)
+    _, _, alpha_aug, beta_aug, m = _theorem_inputs(v)
     eps = cross_entropy(v.logits, v.y) - m
     out.update(alpha_aug=alpha_aug, beta_aug=beta_aug, min_loss=m, loss_gap=eps,
                rate=theory.rate_term(alpha_aug, beta_aug, v.num_classes, eps, delta))
     return out
+
+
+def theorem_bounds(v: RunView, delta: float = 0.1) -> Dict[str, jax.Array]:
+    """Theorem 2.3.1's bounds against the measured cosines of the features it is about (h, or
+    [h; 1] with a head bias; `thm_augmented` says which), O-constants set to 1 (cross-entropy
+    only):
+
+    - `thm_bound_intra` = 1 - rate (`theory.rate_term`), `thm_frac_classes` = fraction of the
+      classes c with intra_c >= thm_bound_intra (the theorem: >= 1 - delta);
+    - `thm_bound_inter` = -1/(C-1) + `theory.inter_rate_term`, `thm_frac_pairs` = fraction of the
+      C(C-1)/2 class pairs with inter_cc' <= thm_bound_inter (the theorem: >= 1 - delta);
+    - `thm_min_intra`, `thm_max_inter`: the measured extremes on those features.
+    A bound that cannot fail (1 - rate <= -1, or the inter bound >= 1) is vacuous and its
+    fraction is 1 by construction; `thm_vacuous_intra` / `thm_vacuous_inter` flag it."""
+    if v.task.loss_name != "ce":
+        return {}
+    C = v.num_classes
+    h, W, alpha, beta, m = _theorem_inputs(v)
+    eps = cross_entropy(v.logits, v.y) - m
+    G = metrics.cosine_similarity_matrix(h, v.y, C)
+    intra = jnp.diag(G)
+    upper = jnp.triu(jnp.ones((C, C), bool), k=1)
+    b_intra = 1.0 - theory.rate_term(alpha, beta, C, eps, delta)
+    b_inter = -1.0 / (C - 1) + theory.inter_rate_term(alpha, beta, C, eps, delta)
+    s = cos_summary(G, C)
+    return {"thm_augmented": jnp.asarray(v.classifier[1] is not None),
+            "thm_bound_intra": b_intra, "thm_bound_inter": b_inter,
+            "thm_frac_classes": jnp.mean(intra >= b_intra),
+            "thm_frac_pairs": jnp.sum(upper & (G <= b_inter)) / upper.sum(),
+            "thm_vacuous_intra": b_intra <= -1.0, "thm_vacuous_inter": b_inter >= 1.0,
+            "thm_min_intra": s["min_intra"], "thm_max_inter": s["max_inter"]}
 
 
 def prop221(v: RunView) -> Dict[str, jax.Array]:
@@ -129,21 +171,48 @@ def prop221(v: RunView) -> Dict[str, jax.Array]:
             "prop221_rhs_eps": rhs_eps}
 
 
+def _nc1_trace(h, y, C):
+    """tr(Sigma_W) / tr(Sigma_B) (no pseudo-inverse): NC1 without the 1/s_j^2 weights that make
+    it explode when the class means nearly span fewer than C-1 directions."""
+    mu = metrics.class_means(h, y, C)
+    within = jnp.mean(jnp.sum(jnp.square(h - mu[y]), axis=1))
+    between = jnp.mean(jnp.sum(jnp.square(mu - jnp.mean(mu, axis=0)), axis=1))
+    return within / between
+
+
 def per_layer(v: RunView) -> Dict[str, jax.Array]:
-    """Per-layer arrays `layer_<key>` (L,) of `metrics.layerwise` over the model's features, and
-    the cosine measures of the network's output (the logits, layer L of Conjecture 3.2.1,
-    whose transition from layer L-1 the conjecture covers too) as `output_<key>`."""
-    lw = metrics.layerwise([_flat(f) for f in v.eval[1]], v.y, v.num_classes)
+    """Per-layer arrays `layer_<key>` (L,) of `metrics.layerwise` over the model's features (BN in
+    eval mode, uncentered cosines: the thesis' measures), and the cosine measures of the network's
+    output (the logits, layer L of Conjecture 3.2.1, whose transition from layer L-1 the
+    conjecture covers too) as `output_<key>`.
+
+    What the mid-layer "instability" (max inter > 0, NC1 in the thousands at perfect NCC
+    accuracy) survives: `layer_train_<key>` is the same report with BN in train mode (whole-set
+    statistics instead of running averages), `layer_{eval,train}_centered_<cos key>` the cosine
+    measures after removing the global mean mu_G, and `layer_{eval,train}_nc1_trace`
+    tr(Sigma_W) / tr(Sigma_B)."""
+    C = v.num_classes
+    feats = {"eval": [_flat(f) for f in v.eval[1]], "train": [_flat(f) for f in v.train_features]}
+    lw = metrics.layerwise(feats["eval"], v.y, C)
     out = {f"layer_{k}": a for k, a in lw.items()}
-    G = metrics.cosine_similarity_matrix(v.logits, v.y, v.num_classes)
-    off = ~jnp.eye(v.num_classes, dtype=bool)
+    out.update({f"layer_train_{k}": a
+                for k, a in metrics.layerwise(feats["train"], v.y, C).items()})
+    for mode, fs in feats.items():
+        cos = [cos_summary(metrics.cosine_similarity_matrix(f, v.y, C, center=True), C)
+               for f in fs]
+        out.update({f"layer_{mode}_centered_{k}": jnp.stack([c[k] for c in cos])
+                    for k in cos[0]})
+        out[f"layer_{mode}_nc1_trace"] = jnp.stack([_nc1_trace(f, v.y, C) for f in fs])
+    G = metrics.cosine_similarity_matrix(v.logits, v.y, C)
+    off = ~jnp.eye(C, dtype=bool)
     out.update(output_min_intra=jnp.min(jnp.diag(G)), output_mean_intra=jnp.mean(jnp.diag(G)),
                output_max_inter=jnp.max(jnp.where(off, G, -jnp.inf)),
                output_mean_inter=jnp.sum(jnp.where(off, G, 0.0)) / off.sum())
     return out
 
 
-DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, theory_quantities, prop221)
+DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, theory_quantities, theorem_bounds,
+                             prop221)
 
 
 def run_report(state: TrainState, x, y, task: Task, *, layers: bool = False,

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["feature_rms", "weight_scale", "min_loss", "loss_gap", "rate_term", "cross_entropy"]
+__all__ = ["feature_rms", "weight_scale", "min_loss", "loss_gap", "rate_term", "inter_rate_term",
+           "cross_entropy"]
 
 
 def _check_c(num_classes) -> int:
@@ -92,6 +93,19 @@ def rate_term(alpha, beta, num_classes: int, epsilon, delta) -> jax.Array:
     ab = _f(alpha) * _f(beta)
     eps = jnp.maximum(_f(epsilon), 0.0)
     return jnp.exp(C / (C - 1) * ab) / ab * jnp.sqrt(eps / _f(delta))
+
+
+def inter_rate_term(alpha, beta, num_classes: int, epsilon, delta) -> jax.Array:
+    """exp(C/(C-1) alpha beta) / (alpha beta) * (epsilon / delta)^(1/6).
+
+    The scale of the inter-class bound of Theorem 2.3.1: ``inter_cc' <= -1/(C-1) + O(this)`` for
+    at least a 1-delta fraction of the class pairs, with the ``e^{O(alpha beta)}`` factor read as
+    in :func:`rate_term`. Negative ``epsilon`` (rounding) is clipped to 0.
+    """
+    C = _check_c(num_classes)
+    ab = _f(alpha) * _f(beta)
+    eps = jnp.maximum(_f(epsilon), 0.0)
+    return jnp.exp(C / (C - 1) * ab) / ab * (eps / _f(delta)) ** (1.0 / 6.0)
 
 
 def cross_entropy(W, h, y) -> jax.Array:

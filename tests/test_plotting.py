@@ -39,3 +39,24 @@ def test_hollow_markers_mark_cells_with_a_seed_below_100(tmp_path, monkeypatch):
         (hollow if line.get_markerfacecolor() == "white" else filled).extend(x)
     assert sorted(filled) == [1e-3, 1e-3]      # min intra and max inter of the converged cell
     assert sorted(hollow) == [1e-2, 1e-2]
+
+
+def test_layer_modes_plot_draws_the_seed_mean_of_each_mode(monkeypatch, tmp_path):
+    """One column per WD; the plotted curve of a mode is the per-layer mean over seeds; runs
+    without the mode keys (older results) or failed runs draw nothing."""
+    def layers(shift):
+        keys = [p + s for p, _ in plotting.LAYER_MODES for s in ("max_inter", "min_intra")]
+        keys += ["nc1", "train_nc1", "eval_nc1_trace", "train_nc1_trace"]
+        return [{k: 0.1 * (i + 1) + shift + 0.01 * j for j, k in enumerate(keys)}
+                for i in range(3)]
+    runs = [dict(_run(1e-3, s, 1.0, 0.9), layers=layers(0.2 * s)) for s in (0, 1)]
+    runs.append(dict(_run(1e-3, 2, 0.1, 0.0), layers=layers(5.0)))  # failed: left out
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    plotting.plot_layer_modes(runs, str(tmp_path / "m.png"))
+    ax = figs[0].axes[0]                       # max inter, WD 1e-3
+    eval_raw = ax.get_lines()[0]
+    np.testing.assert_allclose(eval_raw.get_ydata(), np.array([0.1, 0.2, 0.3]) + 0.1)
+    plotting.plot_layer_modes([dict(_run(1e-3, 0, 1.0, 0.9), layers=[{"max_inter": 0.1}])],
+                              str(tmp_path / "n.png"))
+    assert len(figs) == 1

@@ -108,3 +108,118 @@ def test_peeled_mlp_is_the_theorem_model():
     np.testing.assert_allclose(rep["rms_train"], rep["gamma_norm"], rtol=5e-3)
     np.testing.assert_allclose(rep["rms_train"], rep["prop221_rhs_eps"], rtol=1e-4)
     assert rep["train_loss"] >= rep["min_loss"]
+
+
+def _np_cos_matrix(h, y, C, center=False):
+    """Thesis' average cosines in float64: G[a, b] = mean over i in a, j in b of cos(h_i, h_j);
+    centered: h - mu_G first, mu_G the unweighted mean of the class means."""
+    h = np.asarray(h, np.float64)
+    if center:
+        h = h - np.mean([h[y == c].mean(0) for c in range(C)], axis=0)
+    u = h / np.linalg.norm(h, axis=1, keepdims=True)
+    return np.array([[np.mean(u[y == a] @ u[y == b].T) for b in range(C)] for a in range(C)])
+
+
+def _np_bounds(h, W, y, C, delta):
+    """Theorem 2.3.1 with O-constants 1, in float64: bounds and the fractions within them."""
+    alpha = np.sqrt(np.mean(np.sum(h ** 2, 1)))
+    beta = np.linalg.norm(W) / np.sqrt(C)
+    z = h @ W.T
+    z = z - z.max(1, keepdims=True)
+    ce = -np.mean(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1)))
+    ab = alpha * beta
+    eps = max(ce - np.log1p((C - 1) * np.exp(-C / (C - 1) * ab)), 0.0)
+    b_intra = 1 - np.exp(C / (C - 1) * ab) / ab * np.sqrt(eps / delta)
+    b_inter = -1 / (C - 1) + np.exp(C / (C - 1) * ab) / ab * (eps / delta) ** (1 / 6)
+    G = _np_cos_matrix(h, y, C)
+    iu = np.triu_indices(C, 1)
+    return dict(thm_bound_intra=b_intra, thm_bound_inter=b_inter,
+                thm_frac_classes=np.mean(np.diag(G) >= b_intra),
+                thm_frac_pairs=np.mean(G[iu] <= b_inter),
+                thm_min_intra=np.diag(G).min(), thm_max_inter=G[iu].max())
+
+
+def test_theorem_bounds_against_numpy():
+    """Near-ETF features (class 0 noisy and pulled towards class 1) with a bias-free classifier:
+    the bounds at delta = 0.1, and at deltas where they cut through the measured cosines (the
+    fractions are then strictly between 0 and 1 for some delta), against float64."""
+    import types
+    import jax.numpy as jnp
+    from nc_jax.reporting import theorem_bounds
+    C, n = 4, 50
+    E = np.eye(C) - 1.0 / C
+    y = np.repeat(np.arange(C), n)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(C * n, C)) * np.array([0.3, 0.01, 0.01, 0.01])[y][:, None]
+    h = 1.2 * (E[y] + noise + 0.5 * (y == 0)[:, None] * E[1])
+    W = 1.2 * E
+    v = types.SimpleNamespace(task=types.SimpleNamespace(loss_name="ce"), num_classes=C,
+                              h=jnp.asarray(h, jnp.float32), y=jnp.asarray(y),
+                              classifier=(jnp.asarray(W, jnp.float32), None),
+                              logits=jnp.asarray(h @ W.T, jnp.float32))
+    h32 = np.asarray(h, np.float32).astype(np.float64)
+    partial = set()
+    for delta in (0.1, 10.0, 1e3, 1e5, 1e7):
+        got = {k: float(a) for k, a in theorem_bounds(v, delta=delta).items()}
+        want = _np_bounds(h32, np.asarray(W, np.float32).astype(np.float64), y, C, delta)
+        for k in ("thm_bound_intra", "thm_bound_inter", "thm_min_intra", "thm_max_inter"):
+            np.testing.assert_allclose(got[k], want[k], rtol=2e-3, atol=1e-4, err_msg=k)
+        for k in ("thm_frac_classes", "thm_frac_pairs"):
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, err_msg=f"{k} {delta}")
+            if 0 < want[k] < 1:
+                partial.add(k)
+        assert got["thm_vacuous_intra"] == (want["thm_bound_intra"] <= -1)
+        assert got["thm_augmented"] == 0
+    assert partial == {"thm_frac_classes", "thm_frac_pairs"}  # the fractions were exercised
+
+
+def test_theorem_bounds_of_a_trained_run_use_the_augmented_features():
+    """With a head bias the theorem is about [h; 1] and [W b]: bounds and cosines of those."""
+    cfg = tiny_config(weight_decays=(5e-3,), seeds=(0,))
+    data = tiny_data(cfg)
+    res = run_sweep(cfg, data, progress=False)
+    st = res.state(0)
+    rep = jax.tree.map(np.asarray, run_report(st, data.x, data.y, res.task))
+    _, feats = _np_forward_eval(st.params, st.batch_stats, data.x, 3)
+    h = np.concatenate([feats[-1], np.ones((len(data.y), 1))], 1)
+    Wb = np.concatenate([np.asarray(st.params["head"]["kernel"], np.float64).T,
+                         np.asarray(st.params["head"]["bias"], np.float64)[:, None]], 1)
+    want = _np_bounds(h, Wb, data.y, 4, 0.1)
+    assert rep["thm_augmented"]
+    for k in ("thm_bound_intra", "thm_bound_inter", "thm_min_intra", "thm_max_inter"):
+        np.testing.assert_allclose(rep[k], want[k], rtol=2e-3, atol=1e-4, err_msg=k)
+
+
+def test_per_layer_modes_against_numpy():
+    """Per-layer cosines with BN in train mode (whole-set statistics) and centered, and the
+    trace form of NC1, against a float64 forward pass of the same network."""
+    cfg = tiny_config(weight_decays=(5e-3,), seeds=(0,))
+    data = tiny_data(cfg)
+    res = run_sweep(cfg, data, progress=False)
+    st = res.state(0)
+    rep = jax.tree.map(np.asarray, run_report(st, data.x, data.y, res.task, layers=True))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), st.params)
+    _, eval_feats = _np_forward_eval(st.params, st.batch_stats, data.x, 3)
+    h, train_feats = data.x.astype(np.float64), []
+    for l in range(2):
+        h = np.maximum(h @ p[f"dense_{l}"]["kernel"] + p[f"dense_{l}"]["bias"], 0)
+        h = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5) * p[f"bn_{l}"]["scale"] + p[f"bn_{l}"]["bias"]
+        train_feats.append(h)
+    y, C, off = data.y, 4, ~np.eye(4, dtype=bool)
+    for mode, feats in (("eval", eval_feats), ("train", train_feats)):
+        for l, f in enumerate(feats):
+            Gc = _np_cos_matrix(f, y, C, center=True)
+            np.testing.assert_allclose(rep[f"layer_{mode}_centered_min_intra"][l],
+                                       np.diag(Gc).min(), rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(rep[f"layer_{mode}_centered_max_inter"][l],
+                                       Gc[off].max(), rtol=1e-3, atol=1e-4)
+            mu = np.array([f[y == c].mean(0) for c in range(C)])
+            tr_w = np.mean(np.sum((f - mu[y]) ** 2, 1))
+            tr_b = np.mean(np.sum((mu - mu.mean(0)) ** 2, 1))
+            np.testing.assert_allclose(rep[f"layer_{mode}_nc1_trace"][l], tr_w / tr_b, rtol=1e-3)
+        G = _np_cos_matrix(train_feats[0], y, C)
+        np.testing.assert_allclose(rep["layer_train_min_intra"][0], np.diag(G).min(),
+                                   rtol=1e-3, atol=1e-4)
+    # centering changes the numbers (the test would not notice a mode mix-up otherwise)
+    assert abs(rep["layer_eval_centered_max_inter"][0] - rep["layer_max_inter"][0]) > 1e-3
+    assert abs(rep["layer_train_min_intra"][0] - rep["layer_min_intra"][0]) > 1e-6
