@@ -290,7 +290,8 @@ def analyse(result, data, layers: bool = False, *, group: str = "",
     weight decay, seed, learning rate, data kind; from what ran), the `run_report` keys (BN in
     eval mode, whole training set), `converged` (100% train accuracy), the training curves
     recorded in the loop (`curves`: every `record_every` epochs; `history`: train-mode loss
-    and accuracy of every epoch) and, with `layers`, per-layer metrics (`layers`: a list of dicts) and
+    and accuracy of every epoch, the last one also as `last_epoch_train_mode_accuracy`) and,
+    with `layers`, per-layer metrics (`layers`: a list of dicts) and
     the eps-effective depth. A diverged run keeps its identity but every metric is None."""
     if data.num_classes != result.task.num_classes:
         raise ValueError(f"analyse: the data has {data.num_classes} classes but the sweep's task "
@@ -317,6 +318,10 @@ def analyse(result, data, layers: bool = False, *, group: str = "",
                 1.0 - reps["layer_ncc_accuracy"][i], eps))
             r["effective_depth_eps"] = eps
         r["history"] = None if div else {k: py(v[i]) for k, v in result.history.items()}
+        # the thesis' rule reads the eval-mode accuracy above; the last epoch's train-mode
+        # accuracy (running average over its batches) is what a training log would show
+        r["last_epoch_train_mode_accuracy"] = None if div or not r["history"] else \
+            r["history"]["accuracy"][-1]
         if result.records:
             r["curves"] = None if div else {"epoch": py(result.record_epochs),
                                             **{k: py(v[i]) for k, v in result.records.items()}}

@@ -195,3 +195,13 @@ def test_summary_table_means_over_converged_seeds():
             for c, v in [(True, 0.5), (True, 0.7), (False, 0.1)]]
     table = summ.summary_table(runs, keys=("min_intra",))
     assert "| affine | 0.001 | 2/3 | 0.600 ± 0.100 |" in table
+
+
+def test_summary_table_all_runs_keeps_unconverged_but_not_failed():
+    summ = _load("summarize")
+    runs = [{"group": "affine", "weight_decay": 1e-3, "converged": c, "min_intra": v,
+             "train_accuracy": a, "diverged": False}
+            for c, v, a in [(True, 0.5, 1.0), (False, 0.8, 0.9994), (False, 0.0, 0.1)]]
+    table = summ.summary_table(runs, keys=("min_intra", "train_accuracy"), all_runs=True)
+    # the chance-level run (0.1 <= 2/C) is left out; the 99.94% run is kept
+    assert "| affine | 0.001 | 1/3 | 0.650 ± 0.150 | 0.9997 ± 0.0003 |" in table
