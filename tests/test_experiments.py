@@ -116,6 +116,29 @@ def test_conjectures_and_theorem_scripts(fig31, fig33, tmp_path):
     assert thm.main([fig31[0], fig33, "--out", str(tmp_path)]) == 0
     rep = json.load(open(tmp_path / "theorem.json"))
     assert rep["all"]["loss_ge_min_loss"] == rep["all"]["analysed"] == 8
+    # BN's eps in Prop. 2.2.1's right-hand side makes it an identity (float32 rounding left)
+    assert rep["all"]["prop221_eps_runs"] == rep["all"]["prop221_runs"] > 0 and rep["all"]["prop221_eps_max_rel_error"] < 1e-5
+    assert rep["all"]["thm_runs"] == 8 and rep["all"]["thm_exact_features"] == 0  # head bias
+
+
+def test_conjectures_per_data_set_and_peak_of_min_intra(tmp_path):
+    """Runs of two data sets are tested separately; 3.2.1 reports the last hidden layer's min
+    intra against its peak over the layers."""
+    conj = _load("conjectures")
+    lay = lambda vals: [{"min_intra": v, "max_inter": 0.0} for v in vals]  # noqa: E731
+    runs = [{"data": d, "weight_decay": 1e-3, "seed": 0, "converged": True, "layers": lay(v),
+             "effective_depth": 2} for d, v in (("teacher", [0.2, 0.9, 0.7]),
+                                                ("conic", [0.3, 0.5, 0.8]))]
+    for i, r in enumerate(runs):
+        os.makedirs(tmp_path / str(i))
+        json.dump({"experiment": "fig3_3", "preset": "x", "runs": [r]},
+                  open(tmp_path / str(i) / "results.json", "w"))
+    by = conj.by_data([str(tmp_path / "0"), str(tmp_path / "1")])
+    assert list(by) == ["teacher", "conic"]
+    t, c = (conj.conjecture_321(by[k])["per_run"][0] for k in ("teacher", "conic"))
+    assert (t["peak_min_intra"], t["peak_layer"], t["last_min_intra"]) == (0.9, 2, 0.7)
+    assert t["eps_star"] == pytest.approx(0.2) and c["eps_star"] == 0.0
+    assert c["peak_layer"] == 3
 
 
 def _run(gap_by_wd, group="affine", seed=0):
