@@ -1,0 +1,457 @@
+"""nc-jax against PyTorch, side by side on the same CPU, data, model and optimizer (issue 14).
+
+The Figure 3.1 model (6-layer MLP, affine BN, d = 32, C = 10, batch 128, SGD lr 0.0679 momentum
+0.9, weight decay on every parameter, LR x0.1 at 1/3 and 2/3 of training) on teacher data
+exported from nc-jax (`make_dataset`, float32, n = 10000); K runs = 7 thesis WDs x K/7 seeds,
+trained by: jax, the public `nc_jax.run_sweep` (one vmapped, jitted program); torch-seq, what most
+users write (nn.Module + DataLoader + torch.optim.SGD + MultiStepLR, one run after another); and
+torch-bat, a hand-batched PyTorch ensemble (bmm, per-run BN statistics; see `bench_torch.py`).
+
+Rates are run-steps/s (optimizer steps of one run). Steady rate: from the difference of a short
+and a long call (--epochs-short / --epochs-long), so init, upload, final evaluation and compiles
+cancel. Whole-call rate: the long call's steps over its wall time, compiles included. Each call
+runs in a fresh subprocess after a warm-up (XLA_FLAGS from --xla-flags reach only the jax side;
+no framework's thread pool idles next to the other); per (width, K) the three are interleaved
+--repeats times, orders alternating; the best repeat counts, all are in the JSON. PyTorch gets
+as many threads as XLA uses (the CPUs of the process).
+
+The check (--check; also at the end unless --no-check) trains one protocol in all three and
+compares, per WD, seed means of accuracy, loss and last-layer NC measures (`collapse_report` on
+each framework's features): |mean_jax - mean_torch| <= 3 pooled seed std + `CHECK_FLOORS`. A
+speed comparison of different computations would be meaningless: exit status 1 on disagreement.
+
+Usage:
+    pip install -e ".[bench]"
+    python experiments/bench_vs_torch.py --quick                  # tiny sizes: checks the script
+    python experiments/bench_vs_torch.py --widths 256 --runs 21   # the issue's target point
+    python experiments/bench_vs_torch.py --out experiments/results/bench_vs_torch.json  # all
+    python experiments/bench_vs_torch.py --check                  # the agreement check only
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata as md
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEPTH, DIM, CLASSES, BATCH, N_FULL = 6, 32, 10, 128, 10000
+#: nc_jax.config.THESIS_WEIGHT_DECAYS (not imported: this process stays free of JAX; a test
+#: checks they are equal)
+THESIS_WEIGHT_DECAYS = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 7e-3, 1e-2)
+FRAMEWORKS = ("jax", "torch_seq", "torch_bat")
+#: measure -> (absolute floor, relative floor) of the agreement tolerance (nc1 is a ratio)
+CHECK_FLOORS = {"accuracy": (0.005, 0), "log10_loss": (0.05, 0), "min_intra": (0.02, 0),
+                "max_inter": (0.03, 0), "mean_inter": (0.01, 0), "nc1": (0.02, 0.1)}
+CHECK_SIGMAS = 3.0
+CHECK = {"n": 2000, "width": 128, "epochs": 60, "wds": (1e-4, 1e-3, 5e-3), "seeds": 6}
+CHECK_QUICK = {"n": 300, "width": 32, "epochs": 4, "wds": (1e-4, 5e-3), "seeds": 6}
+TARGETS = {"width": 256, "k": 21, "jax_over_bat": 1.5, "jax_over_seq": 2.0, "whole": 0.9}
+
+
+def grid(k: int):
+    """K runs in nc-jax's order (wd-major, seed-minor): the 7 thesis WDs x K/7 seeds, or the
+    first K WDs with seed 0 when K < 7."""
+    if k % len(THESIS_WEIGHT_DECAYS) == 0:
+        wds, seeds = THESIS_WEIGHT_DECAYS, tuple(range(k // len(THESIS_WEIGHT_DECAYS)))
+    elif k < len(THESIS_WEIGHT_DECAYS):
+        wds, seeds = THESIS_WEIGHT_DECAYS[:k], (0,)
+    else:
+        raise SystemExit(f"bench_vs_torch: K must be a multiple of 7 or below 7, got {k}")
+    return list(wds), list(seeds)
+
+
+def expand(wds, seeds):
+    return [w for w in wds for _ in seeds], [s for _ in wds for s in seeds]
+
+
+def cpus() -> int:
+    """The CPUs of this process (= `bench_torch.default_threads`, without importing torch)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def steps_per_epoch(n: int) -> int:
+    return -(-n // BATCH)  # nc-jax keeps the partial batch, so does the DataLoader
+
+
+# workers: each runs in its own process and prints one JSON line
+def _load(path):
+    import numpy as np
+    d = np.load(path)
+    return d["x"], d["y"]
+
+
+def worker_data(spec):
+    import numpy as np
+    from nc_jax.config import DataConfig
+    from nc_jax.data import make_dataset
+    data = make_dataset(DataConfig(n=spec["n"], dim=DIM, num_classes=CLASSES))
+    np.savez(spec["path"], x=np.asarray(data.x, np.float32), y=np.asarray(data.y, np.int64))
+    return {"n": data.n, "class_counts": data.class_counts().tolist()}
+
+
+def _jax_sweep(x, y, width, wds, seeds, epochs, decay=None):
+    import nc_jax
+    from nc_jax.config import DataConfig, ModelConfig, OptimConfig, SweepConfig
+    from nc_jax.data import Dataset
+    data = Dataset(x.astype("float32"), y.astype("int32"), CLASSES, {"kind": "bench"})
+    cfg = SweepConfig(model=ModelConfig(depth=DEPTH, width=width, bn="affine"),
+                      optim=OptimConfig(epochs=epochs, batch_size=BATCH, lr_decay_epochs=decay),
+                      data=DataConfig(n=len(y) - len(y) % CLASSES or CLASSES),
+                      weight_decays=tuple(wds), seeds=tuple(seeds))
+    return nc_jax.run_sweep(cfg, data, progress=False), data
+
+
+def _torch_train(kind, x, y, width, wds, seeds, epochs, threads, features=False, decay=None):
+    import bench_torch as bt
+    fn = bt.train_sequential if kind == "torch_seq" else bt.train_batched
+    kw, ks = expand(wds, seeds)
+    return fn(x, y, CLASSES, width, kw, ks, epochs, bt.Protocol(lr_decay_epochs=decay),
+              depth=DEPTH, threads=threads, return_features=features)
+
+
+def worker_time(spec):
+    """A warm-up call, then the calls of spec["order"] (epochs each), timed. The LR stays
+    constant on both sides: nc-jax compiles the schedule's boundaries into the program, so
+    with the default schedule the short and long calls would be two programs and a warm cache
+    could serve only one of them; a schedule costs nothing measurable either way."""
+    fw, (x, y) = spec["fw"], _load(spec["data"])
+    wds, seeds, width = spec["wds"], spec["seeds"], spec["width"]
+    cache = None
+    if fw == "jax":
+        import jax
+        if spec.get("cache_dir"):
+            from nc_jax.compile_cache import enable_compile_cache
+            enable_compile_cache(spec["cache_dir"])
+        cache = jax.config.jax_compilation_cache_dir  # also a user's JAX_COMPILATION_CACHE_DIR
+        # with a persistent cache the warm-up must compile the measured program, or only the
+        # first timed call would pay its compile and the difference would not cancel it;
+        # without one, a small program brings up backend and compiler (each call recompiles)
+        def call(e, warm=False):
+            few = warm and not cache
+            return _jax_sweep(x, y, width, wds[:1] if few else wds, seeds[:1] if few else seeds,
+                              e, decay=())
+    else:
+        def call(e, warm=False):  # warm-up: first-call costs (lazy imports, allocator, threads)
+            return _torch_train(fw, x, y, width, wds[:1] if warm else wds,
+                                seeds[:1] if warm else seeds, e, spec["threads"], decay=())
+    call(1, warm=True)
+    times = {}
+    for e in spec["order"]:
+        t0 = time.perf_counter()
+        call(e)
+        times[str(e)] = time.perf_counter() - t0
+    return {"times_s": times, "persistent_cache": cache}
+
+
+def worker_check_torch(spec):
+    import numpy as np
+    x, y = _load(spec["data"])
+    out = {}
+    for fw in ("torch_seq", "torch_bat"):
+        r = _torch_train(fw, x, y, spec["width"], spec["wds"], spec["seeds"], spec["epochs"],
+                         spec["threads"], features=True)
+        out.update({f"{fw}/{k}": v for k, v in r.items()})
+    np.savez(spec["out"], **out)
+    return {"saved": spec["out"]}
+
+
+def worker_check_jax(spec):
+    """Train the check protocol with nc-jax; NC measures of it and of the torch runs."""
+    import numpy as np
+    from nc_jax.metrics import collapse_report
+    x, y = _load(spec["data"])
+    res, data = _jax_sweep(x, y, spec["width"], spec["wds"], spec["seeds"], spec["epochs"])
+
+    def report(h, w, logits, loss, acc):
+        r = collapse_report(h, data.y, CLASSES, W=w, logits=logits)
+        return {**{k: float(r[k]) for k in CHECK_FLOORS if k in r},
+                "accuracy": float(acc), "log10_loss": math.log10(max(float(loss), 1e-30))}
+
+    runs = {"jax": []}
+    for i in range(res.num_runs):
+        st = res.state(i)
+        logits, feats = res.task.features(st.params, st.batch_stats, data.x)
+        runs["jax"].append(report(feats[-1], res.task.weights(st.params)[0], logits,
+                                  res.final_loss[i], res.final_accuracy[i]))
+    t = np.load(spec["torch"])
+    for fw in ("torch_seq", "torch_bat"):
+        runs[fw] = [report(t[f"{fw}/features"][i], t[f"{fw}/W"][i], t[f"{fw}/logits"][i],
+                           t[f"{fw}/loss"][i], t[f"{fw}/accuracy"][i])
+                    for i in range(len(t[f"{fw}/loss"]))]
+    return {"runs": runs}
+
+
+WORKERS = {"data": worker_data, "time": worker_time, "check_torch": worker_check_torch,
+           "check_jax": worker_check_jax}
+
+
+def spawn(kind, spec, xla_flags="", timeout=7200):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, HERE, env.get("PYTHONPATH", "")])
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    if xla_flags:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", kind,
+                           json.dumps(spec)], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {kind} failed:\n{proc.stderr[-4000:]}")
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+# parent: timing table, check, JSON
+def measure(s, data_path, log):
+    rows = []
+    es, el = s["epochs_short"], s["epochs_long"]
+    for w in s["widths"]:
+        for k in s["runs"]:
+            wds, seeds = grid(k)
+            steps = k * steps_per_epoch(s["n"])  # run-steps per epoch
+            times, cache = {fw: [] for fw in FRAMEWORKS}, None
+            for rep in range(s["repeats"]):
+                fws = FRAMEWORKS if rep % 2 == 0 else FRAMEWORKS[::-1]
+                for fw in fws:
+                    spec = {"fw": fw, "data": data_path, "width": w, "wds": wds, "seeds": seeds,
+                            "order": [es, el] if rep % 2 == 0 else [el, es],
+                            "threads": s["threads"], "cache_dir": s["cache_dir"]}
+                    r = spawn("time", spec, s["xla_flags"] if fw == "jax" else "")
+                    times[fw].append({int(e): t for e, t in r["times_s"].items()})
+                    cache = cache or r["persistent_cache"]
+                    log(f"  width {w} K {k} repeat {rep + 1} {fw}: "
+                        + ", ".join(f"{e} ep {t:.2f} s" for e, t in sorted(times[fw][-1].items())))
+
+            def steady(t):
+                dt = t[el] - t[es]
+                return steps * (el - es) / dt if dt > 0 else None  # noise beats a tiny config
+
+            row = {"width": w, "k": k, "n": s["n"], "steps_per_epoch_per_run": steps // k,
+                   "jax_persistent_cache": cache,
+                   "times_s": {fw: [{str(e): v for e, v in t.items()} for t in times[fw]]
+                               for fw in FRAMEWORKS}}
+            for fw in FRAMEWORKS:
+                rates = [steady(t) for t in times[fw]]
+                row[f"{fw}_rates"] = rates
+                row[fw] = max((r for r in rates if r), default=None)
+            row["jax_whole"] = steps * el / min(t[el] for t in times["jax"])
+            for name, den in (("jax_over_bat", "torch_bat"), ("jax_over_seq", "torch_seq")):
+                row[name] = row["jax"] / row[den] if row["jax"] and row[den] else None
+            row["whole_over_steady"] = row["jax_whole"] / row["jax"] if row["jax"] else None
+            rows.append(row)
+    return rows
+
+
+def fmt(v, spec=".1f", suffix=""):
+    return "n/a" if v is None else f"{v:{spec}}{suffix}"
+
+
+def print_table(s, rows):
+    cache = ("a warm persistent compilation cache" if any(r["jax_persistent_cache"] for r in rows)
+             else "cold compiles")
+    print(f"\nrun-steps/s, steady state from {s['epochs_short']}- and {s['epochs_long']}-epoch "
+          f"calls (batch {BATCH}, {DEPTH} layers, affine BN, d={DIM}, C={CLASSES}, n={s['n']}; "
+          f"best of {s['repeats']} interleaved repeats; torch threads {s['threads']})")
+    head = (f"{'width':>5} {'K':>3} {'jax':>8} {'torch-seq':>9} {'torch-bat':>9} "
+            f"{'jax/bat':>7} {'jax/seq':>7} {'whole':>8} {'whole/steady':>12}")
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        print(f"{r['width']:>5} {r['k']:>3} {fmt(r['jax']):>8} {fmt(r['torch_seq']):>9} "
+              f"{fmt(r['torch_bat']):>9} {fmt(r['jax_over_bat'], '.2f', 'x'):>7} "
+              f"{fmt(r['jax_over_seq'], '.2f', 'x'):>7} {fmt(r['jax_whole']):>8} "
+              f"{fmt(r['whole_over_steady'], '.2f'):>12}")
+    print(f"(whole: jax's {s['epochs_long']}-epoch run_sweep call, {cache}, over its wall time; "
+          f"per-repeat rates in the JSON)")
+
+
+def targets(rows):
+    """{target: (met, value)} at the issue's point (width 256, K = 21), when measured."""
+    t = TARGETS
+    r = next((r for r in rows if (r["width"], r["k"]) == (t["width"], t["k"])), None)
+    at = f"at width {t['width']}, K = {t['k']}"
+    return {} if r is None else {
+        f"{what} {at}": (r[key] is not None and r[key] >= t[goal], fmt(r[key], ".2f"))
+        for key, goal, what in (
+            ("jax_over_bat", "jax_over_bat", f"nc-jax >= {t['jax_over_bat']}x torch-bat"),
+            ("jax_over_seq", "jax_over_seq", f"nc-jax >= {t['jax_over_seq']}x torch-seq"),
+            ("whole_over_steady", "whole", f"whole-call rate >= {t['whole']:.0%} of steady"))}
+
+
+def compare(runs, wds, n_seeds):
+    """Per WD, measure and torch variant: seed means, pooled std, tolerance, agreement."""
+    import statistics as st
+    out = []
+    for i, wd in enumerate(wds):
+        sl = slice(i * n_seeds, (i + 1) * n_seeds)
+        for key, (floor, rel) in CHECK_FLOORS.items():
+            vj = [r[key] for r in runs["jax"][sl]]
+            for fw in ("torch_seq", "torch_bat"):
+                vt = [r[key] for r in runs[fw][sl]]
+                mj, mt = st.fmean(vj), st.fmean(vt)
+                pooled = math.sqrt((st.variance(vj) + st.variance(vt)) / 2) if n_seeds > 1 else 0
+                tol = CHECK_SIGMAS * pooled + floor + rel * abs(mj)
+                ok = math.isfinite(mj) and math.isfinite(mt) and abs(mj - mt) <= tol
+                out.append({"wd": wd, "key": key, "fw": fw, "jax_mean": mj, "torch_mean": mt,
+                            "jax_std": math.sqrt(st.variance(vj)) if n_seeds > 1 else 0.0,
+                            "torch_std": math.sqrt(st.variance(vt)) if n_seeds > 1 else 0.0,
+                            "tolerance": tol, "ok": ok})
+    return out
+
+
+def run_check(c, tmp, threads, xla_flags, log):
+    data = os.path.join(tmp, f"data_{c['n']}.npz")
+    if not os.path.exists(data):
+        spawn("data", {"n": c["n"], "path": data})
+    wds, seeds = list(c["wds"]), list(range(c["seeds"]))
+    spec = {"data": data, "width": c["width"], "wds": wds, "seeds": seeds, "epochs": c["epochs"],
+            "threads": threads, "out": os.path.join(tmp, "check_torch.npz")}
+    t0 = time.perf_counter()
+    spawn("check_torch", spec)
+    runs = spawn("check_jax", {**spec, "torch": spec["out"]}, xla_flags)["runs"]
+    log(f"  check trained in {time.perf_counter() - t0:.0f} s")
+    rows = compare(runs, wds, len(seeds))
+    print(f"\nagreement check: n={c['n']}, width {c['width']}, {c['epochs']} epochs, WDs {wds} x "
+          f"{len(seeds)} seeds; seed mean ± std; ok if |jax - torch| <= {CHECK_SIGMAS:g} pooled "
+          f"std + floor (nc1: + 10% |jax|)")
+    print(f"{'wd':>8} {'measure':>10} {'jax':>17} {'torch-seq':>17} {'torch-bat':>17} "
+          f"{'tol seq/bat':>13}  ok")
+    for i in range(0, len(rows), 2):
+        a, b = rows[i], rows[i + 1]
+        print(f"{a['wd']:>8.0e} {a['key']:>10} {a['jax_mean']:>9.4f} ± {a['jax_std']:.4f} "
+              f"{a['torch_mean']:>9.4f} ± {a['torch_std']:.4f} {b['torch_mean']:>9.4f} ± "
+              f"{b['torch_std']:.4f} {a['tolerance']:>6.3f}/{b['tolerance']:.3f}  "
+              f"{'yes' if a['ok'] and b['ok'] else 'NO'}")
+    # does the check have power? the WD effect on each measure against its tolerance
+    sep = {}
+    for key in CHECK_FLOORS:
+        means = [r["jax_mean"] for r in rows if r["key"] == key]
+        sep[key] = (max(means) - min(means)) / max(r["tolerance"] for r in rows if r["key"] == key)
+    print("WD effect (range of jax means over WDs) / largest tolerance: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sep.items()))
+    bad = sum(not r["ok"] for r in rows)
+    print(f"check: {'DISAGREEMENT' if bad else 'torch and nc-jax agree'} ({bad} of {len(rows)} "
+          f"comparisons outside tolerance)")
+    return not bad, {"protocol": {**c, "wds": wds}, "rows": rows, "wd_effect_over_tol": sep,
+                     "runs": runs, "ok": not bad}
+
+
+def versions():
+    def v(p):
+        try:
+            return md.version(p)
+        except md.PackageNotFoundError:
+            return None
+    return {p: v(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")}
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script")
+    ap.add_argument("--widths", help="comma-separated widths (default 128,256,512)")
+    ap.add_argument("--runs", help="comma-separated K, multiples of 7 or < 7 (default 7,21,63)")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 2)")
+    ap.add_argument("--epochs-short", type=int, default=None, help="short call (default 2)")
+    ap.add_argument("--epochs-long", type=int, default=None,
+                    help="long call, also the whole-call rate's (default 10)")
+    ap.add_argument("--n", type=int, default=None, help="samples (default 10000)")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="PyTorch threads (default: the CPUs of the process, as XLA uses)")
+    ap.add_argument("--xla-flags", default="", help="XLA_FLAGS for the jax side only")
+    ap.add_argument("--compile-cache", action="store_true",
+                    help="jax workers use a warm persistent compilation cache")
+    ap.add_argument("--check", action="store_true", help="only the agreement check")
+    ap.add_argument("--no-check", action="store_true", help="skip the agreement check")
+    ap.add_argument("--out", help="write the results to this JSON file")
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        kind, spec = args.worker
+        print(json.dumps(WORKERS[kind](json.loads(spec))))
+        return 0
+    q = args.quick
+
+    def ints(v, default):
+        return [int(a) for a in (v or default).split(",") if a.strip()]
+
+    s = {"widths": ints(args.widths, "16" if q else "128,256,512"),
+         "runs": ints(args.runs, "2" if q else "7,21,63"),
+         "repeats": args.repeats or (1 if q else 2),
+         "epochs_short": args.epochs_short or (1 if q else 2),
+         "epochs_long": args.epochs_long or (4 if q else 10),
+         "n": args.n or (300 if q else N_FULL), "xla_flags": args.xla_flags,
+         "threads": args.torch_threads or cpus(), "quick": q, "cache_dir": None}
+    if s["epochs_long"] <= s["epochs_short"]:
+        raise SystemExit("bench_vs_torch: --epochs-long must exceed --epochs-short")
+    if s["n"] % BATCH == 1:
+        raise SystemExit("bench_vs_torch: n % 128 == 1 leaves a 1-sample batch, which "
+                         "PyTorch's BatchNorm rejects in train mode")
+    for k in s["runs"]:
+        grid(k)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # the table and stderr's progress in order
+    tmp = tempfile.mkdtemp(prefix="bench_vs_torch_")
+    try:
+        return _run(args, s, tmp, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, s, tmp, log):
+    if args.compile_cache:
+        s["cache_dir"] = os.path.join(tmp, "xla_cache")
+    doc = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+           "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                       "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                       "load_average_at_start": os.getloadavg(), **versions(),
+                       "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+                       "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " +
+                                     args.xla_flags).strip()},
+           "settings": {**s, "depth": DEPTH, "dim": DIM, "classes": CLASSES, "batch": BATCH,
+                        "lr": 0.0679, "momentum": 0.9, "bn": "affine",
+                        "thesis_weight_decays": THESIS_WEIGHT_DECAYS}}
+    print(f"# bench_vs_torch {doc['date']}  {doc['machine']['platform']}  cpus={os.cpu_count()}"
+          f"  load={os.getloadavg()[0]:.2f}  jax {doc['machine']['jax']}  torch "
+          f"{doc['machine']['torch']}", flush=True)
+    ok = True
+    if not args.check:
+        data_path = os.path.join(tmp, f"data_{s['n']}.npz")
+        spawn("data", {"n": s["n"], "path": data_path})
+        t0 = time.perf_counter()
+        rows = measure(s, data_path, log)
+        doc["rows"], doc["measure_time_s"] = rows, time.perf_counter() - t0
+        print_table(s, rows)
+        checks = targets(rows)
+        doc["targets"] = {k: {"met": m, "value": v} for k, (m, v) in checks.items()}
+        if checks:
+            print("\ntargets (issue 14)")
+            for k, (m, v) in checks.items():
+                print(f"  [{'met' if m else 'NOT met'}] {k}: {v}")
+    if args.check or not args.no_check:
+        ok, doc["check"] = run_check(CHECK_QUICK if s["quick"] else CHECK, tmp, s["threads"],
+                                     args.xla_flags, log)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
