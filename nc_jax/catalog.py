@@ -214,3 +214,4 @@ register_experiment(Experiment(
             data=DataConfig(kind="mnist", standardize=True), weight_decays=(1e-3,), seeds=(0,),
             record_every=2)),
     }))
+import nc_jax.catalog_images  # noqa: E402,F401  (registers "images": conv nets on MNIST-5k with a hold-out)

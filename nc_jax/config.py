@@ -15,6 +15,11 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 DECAY_MASKS = ("all", "kernels")
 
 
+#: Fewest training samples a class may keep after the hold-out (`DataConfig.test_size`): with
+#: one sample a class has no within-class spread (NC1, min intra are trivial), so two is the
+#: least that measures anything.
+MIN_TRAIN_PER_CLASS = 2
+
 #: Seeds are turned into PRNG keys through uint32.
 MAX_SEED = 2 ** 32 - 1
 
@@ -95,7 +100,12 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Training data. Defaults where the thesis is silent: n=10000, d=32, C=10, width 256."""
+    """Training data. Defaults where the thesis is silent: n=10000, d=32, C=10, width 256.
+
+    `test_size` > 0 holds out that many samples (test_size / C per class, drawn with a key
+    derived from `seed`) from the n generated / loaded ones: training uses the other ones, the
+    held-out ones are measured after training (`nc_jax.data.split_heldout`, `nc_jax.heldout`).
+    """
 
     kind: str = "teacher"
     n: int = 10000
@@ -107,6 +117,7 @@ class DataConfig:
     seed: int = 0
     path: Optional[str] = None
     standardize: bool = False
+    test_size: int = 0
 
     def __post_init__(self):
         _require(self.kind in DATA_KINDS, f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
@@ -129,6 +140,18 @@ class DataConfig:
                  f"data.path must be a file name, got {self.path!r}")
         if self.kind == "npz":
             _require(bool(self.path), "data.path is required when data.kind == 'npz'")
+        _int_at_least("data.test_size", self.test_size, 0)
+        if self.kind in ("teacher", "conic") and self.test_size:
+            # n and C are known here; for mnist / npz the class counts are only known once the
+            # data is loaded, and `nc_jax.data.split_heldout` checks the same two rules there
+            _require(self.test_size % self.num_classes == 0,
+                     f"data.test_size ({self.test_size}) must be a multiple of data.num_classes "
+                     f"({self.num_classes}) for a class-balanced hold-out")
+            left = (self.n - self.test_size) // self.num_classes
+            _require(left >= MIN_TRAIN_PER_CLASS,
+                     f"data.test_size ({self.test_size}) leaves {left} training samples per class "
+                     f"of data.n ({self.n}); every class must keep at least "
+                     f"{MIN_TRAIN_PER_CLASS}")
 
 
 @dataclasses.dataclass(frozen=True)

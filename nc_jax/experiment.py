@@ -70,11 +70,17 @@ def get_experiment(name: str) -> Experiment:
 
 
 def data_summary(data: Dataset) -> dict:
-    """What results.json says about the data: size, shapes, classes, kind and provenance."""
-    info = {k: v for k, v in data.info.items() if k not in ("selected_indices",)}
-    return {"n": data.n, "dim": data.dim, "sample_shape": list(data.sample_shape),
-            "num_classes": data.num_classes, "kind": info.get("kind"),
-            "source": info.get("source"), "info": info}
+    """What results.json says about the data: size, shapes, classes, kind and provenance; `n` is
+    the number of training samples, and with a held-out part `test_size` its number (the held-out
+    rows are `data.info["heldout_indices"]`, left out here like the selection indices)."""
+    info = {k: v for k, v in data.info.items()
+            if k not in ("selected_indices", "heldout_indices")}
+    out = {"n": data.n, "dim": data.dim, "sample_shape": list(data.sample_shape),
+           "num_classes": data.num_classes, "kind": info.get("kind"),
+           "source": info.get("source"), "info": info}
+    if getattr(data, "test", None) is not None:
+        out["test_size"] = data.test.n
+    return out
 
 
 def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
@@ -86,7 +92,9 @@ def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
     `<out_dir>/<checkpoint_file>` (default `checkpoint_<group>.npz`), saved every
     `cfg.checkpoint_every` epochs and at the end when that is set, and in any case when a signal
     stops it (`nc_jax.preempt`); `allow_version_change`: see `resumable_train_runs`. `model` /
-    `loss` override the config's (see `nc_jax.run_sweep`). Returns (runs, SweepResult)."""
+    `loss` override the config's (see `nc_jax.run_sweep`). When `data` has a held-out part
+    (`DataConfig.test_size`), every run also gets the `test_*` keys of `nc_jax.heldout`.
+    Returns (runs, SweepResult)."""
     if data is None:
         data = make_dataset(cfg.data)
     task = make_task(cfg, data, model=model, loss=loss)
@@ -100,7 +108,12 @@ def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
                                    allow_version_change=allow_version_change, **kwargs)
     else:
         res = train_runs(task, cfg, data, **kwargs)
-    return analyse(res, data, layers=layers, group=group), res
+    runs = analyse(res, data, layers=layers, group=group)
+    if getattr(data, "test", None) is not None:
+        from nc_jax.heldout import heldout_runs
+        for r, held in zip(runs, heldout_runs(res, data)):
+            r.update(held)
+    return runs, res
 
 
 def run_experiment(exp: Experiment, configs: Mapping[str, SweepConfig], *,

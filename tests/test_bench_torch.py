@@ -3,7 +3,6 @@ import copy
 import json
 import os
 import sys
-import time
 
 import jax
 import numpy as np
@@ -169,9 +168,7 @@ def test_trainers_return_per_run_results():
 @pytest.mark.slow
 def test_quick_comparison_runs(tmp_path):
     out = tmp_path / "bench.json"
-    t0 = time.perf_counter()
     rc = bvt.main(["--quick", "--torch-threads", "1", "--out", str(out)])
-    elapsed = time.perf_counter() - t0
     assert rc == 0
     doc = json.loads(out.read_text())
     (row,) = doc["rows"]
@@ -181,8 +178,6 @@ def test_quick_comparison_runs(tmp_path):
     assert row["jax_whole"] > 0
     assert row["jax_over_bat"] is None or row["jax_over_bat"] > 0
     assert doc["check"]["ok"] and doc["machine"]["torch"]
-    # well under a minute on an idle 2-core CPU (most of it JAX compiles); slack for a busy one
-    assert elapsed < 120, elapsed
 
 
 def test_agreement_check_flags_a_shifted_measure():

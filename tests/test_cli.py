@@ -102,3 +102,15 @@ def test_out_writes_results_and_rerun_resumes(tmp_path, capsys):
     assert "optim.epochs: checkpoint 2, command 3" in err
     assert json.loads((out / "results.json").read_text()) == doc2  # untouched
     np.testing.assert_equal(checkpoint_epoch(out / "checkpoint.npz"), 2)
+
+
+def test_compile_cache_is_on_unless_switched_off(monkeypatch, capsys):
+    """The CLI turns the persistent compilation cache on before anything compiles;
+    --no-compile-cache leaves JAX's configuration alone."""
+    import nc_jax.cli as cli
+    calls = []
+    monkeypatch.setattr(cli, "enable_compile_cache", lambda *a, **k: calls.append(a) or None)
+    assert main(["--epochs", "0"]) == 2          # a rejected command still parses first
+    assert main(["--epochs", "0", "--no-compile-cache"]) == 2
+    assert len(calls) == 1
+    capsys.readouterr()

@@ -1,0 +1,20 @@
+"""Figure 3.1's protocol for a BN CNN and a BN ResNet on MNIST-5k with a 1000-image hold-out, and
+ce vs mse vs label smoothing (experiment "images", `nc_jax.catalog_images`).
+
+    python experiments/images.py --preset quick
+    python experiments/images.py --preset paper-cnn --out experiments/results/images/paper-cnn
+    python experiments/images.py merge --preset paper-resnet --out experiments/results/images/paper-resnet \\
+        experiments/results/images/paper-resnet-{affine,plain,none}
+
+Same flags as `nc-sweep --experiment images` (--preset, --out, --set field=value, --reanalyse,
+--plot-only, ...); `merge` joins the results of per-variant presets into one results.json.
+"""
+import sys
+
+from nc_jax.catalog_images import merge_main
+from nc_jax.experiment import experiment_main
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["merge"]:
+        sys.exit(merge_main(sys.argv[2:]))
+    sys.exit(experiment_main("images"))

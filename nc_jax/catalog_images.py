@@ -1,0 +1,212 @@
+"""Experiment `images`: Figure 3.1's protocol for convolutional networks on real images, with a
+held-out set.
+
+Data: MNIST-5k (`DataConfig(kind="mnist", standardize=True)`, 500 digits per class, 28x28x1)
+with a seeded, class-balanced hold-out of 1000 (100 per class; `DataConfig.test_size`), so every
+run trains on the same 4000 images and is also measured on 1000 it never saw (`nc_jax.heldout`:
+test accuracy, the collapse measures of the held-out features and NCC accuracy against the
+training class means).
+
+Groups (each one vmapped weight-decay x seed grid, SGD lr 0.0679, momentum 0.9, batch 128, LR
+x0.1 at 1/3 and 2/3 of training, WD in the optimizer on every parameter, as in Section 3.1.1):
+
+- "<model> <bn>": a BN CNN ("cnn") or a small BN ResNet ("resnet") with affine / plain / no BN;
+- "cnn <loss>": the loss comparison, ce vs mse vs label_smoothing (0.1) for the affine-BN CNN.
+
+Per-block (per-layer) measures and the effective depth are on (`layers=True`): both conv models
+return the global-average-pooled output of every block as their features.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from nc_jax.config import (THESIS_WEIGHT_DECAYS, DataConfig, LossConfig, ModelConfig,
+                           OptimConfig, SweepConfig)
+from nc_jax.experiment import Experiment, register_experiment
+from nc_jax.plotting import plot_depth, plot_training_curves, plot_wd_bn
+
+BN_VARIANTS = ("affine", "plain", "none")
+#: The compared losses, by group suffix (ce is the thesis' loss).
+LOSSES = {"ce": LossConfig("ce"), "mse": LossConfig("mse"),
+          "label_smoothing": LossConfig("label_smoothing", smoothing=0.1)}
+#: 4000 training and 1000 held-out MNIST digits, the same for every group and seed.
+IMAGES_DATA = DataConfig(kind="mnist", standardize=True, test_size=1000)
+SEEDS = (0, 1, 2)
+SMOKE_DATA = DataConfig(kind="mnist", standardize=True, test_size=4500)
+QUICK_WDS = (1e-4, 1e-3, 1e-2)
+
+
+def _sweep(model: ModelConfig, epochs: int, *, wds=THESIS_WEIGHT_DECAYS, seeds=SEEDS,
+           loss: LossConfig = LossConfig(), batch_size: int = 128, record_every: int = 5,
+           checkpoint_every: int = 0) -> SweepConfig:
+    return SweepConfig(model=model, optim=OptimConfig(epochs=epochs, batch_size=batch_size),
+                       data=IMAGES_DATA, loss=loss, weight_decays=tuple(wds), seeds=tuple(seeds),
+                       record_every=record_every, checkpoint_every=checkpoint_every)
+
+
+def bn_groups(name: str, depth: int, width: int, epochs: int, bns=BN_VARIANTS,
+              **kw) -> dict:
+    """{"<name> <bn>": config} of one conv model for each BN variant in `bns`."""
+    return {f"{name} {bn}": _sweep(ModelConfig(depth, width, bn, name), epochs, **kw)
+            for bn in bns}
+
+
+def loss_groups(depth: int, width: int, epochs: int, losses=tuple(LOSSES), **kw) -> dict:
+    """{"cnn <loss>": config}: the affine-BN CNN trained with each loss in `losses`."""
+    return {f"cnn {loss}": _sweep(ModelConfig(depth, width, "affine", "cnn"), epochs,
+                                  loss=LOSSES[loss], **kw) for loss in losses}
+
+
+# ---- the paper presets -----------------------------------------------------------------------
+# Sizes are set by the cost on the 2-core CPU and by the geometry: a simplex ETF of C = 10 class
+# means needs at least C - 1 = 9 feature dimensions, so no paper model ends narrower than 16.
+# Measured per run and epoch in the sweep loop (21 runs vmapped cost 21x one run), on the
+# 2-core CPU loaded by another job, with TorchConv's gradient convolutions in canonical layouts
+# (see helper11_report.md: XLA:CPU runs the stock gradient convolutions ~6x slower inside the
+# training loop's lax.scan): CNN-4 width 16: 7.1-8.2 s, ResNet-8 width 8: 16.9 s. Halved for an
+# unloaded machine (conservatively divided by 1.5 in brackets):
+# - CNN-4 w16 (28x28 -> 14x14 -> 7x7, 16-d GAP feature), 21 epochs: 63 runs x 21 x ~4 s
+#   = ~1.5 h (2.0 h). In the probe (30 epochs) it reached 99.9 / 99.8 / 98.9% train accuracy at
+#   WD 1e-4 / 1e-3 / 1e-2 (near 100%: 16 channels are little capacity for 4000 digits).
+# - ResNet-8 w8 (8 / 16 / 32 channels, 32-d feature), 25 epochs: 63 runs would take ~3.7 h, so
+#   it is split per BN variant: 21 runs x 25 x ~8.4 s = ~1.2 h (1.6 h) each. In the probe (30
+#   epochs) 100 / 99.98 / 99.6% train accuracy at WD 1e-4 / 1e-3 / 1e-2.
+# `python experiments/images.py merge` joins the three ResNet parts for the Figure 3.1 panel.
+CNN = dict(depth=4, width=16)
+RESNET = dict(depth=8, width=8)
+CNN_EPOCHS, RESNET_EPOCHS = 21, 25
+CNN_SCHEDULE = dict(record_every=3, checkpoint_every=6)      # records at 3, 6, ..., 21
+RESNET_SCHEDULE = dict(record_every=5, checkpoint_every=5)
+
+
+def presets() -> dict:
+    """{preset: () -> {group: SweepConfig}} of the experiment."""
+    out = {
+        # CI-sized (seconds): tiny widths, 2 epochs, 1-2 WDs, 1 seed, one group of every kind (a
+        # BN CNN, a BN-free ResNet, a non-CE loss); 500 training images (test_size 4500), so
+        # that an epoch is 16 steps of 32: the code path of the paper presets, at a fraction of the cost.
+        "smoke": lambda: {g: c.replace(data=SMOKE_DATA) for g, c in {
+            **bn_groups("cnn", 2, 4, 2, bns=("affine",), wds=(1e-4, 1e-2), seeds=(0,),
+                        record_every=1, checkpoint_every=1, batch_size=32),
+            **bn_groups("resnet", 8, 2, 2, bns=("none",), wds=(1e-3,), seeds=(0,),
+                        record_every=1, batch_size=32),
+            **loss_groups(2, 4, 2, losses=("mse",), wds=(1e-3,), seeds=(0,),
+                          record_every=1, batch_size=32)}.items()},
+        # Minutes on 2 cores: 3 WDs, 1 seed, 6 epochs, narrow models (CNN-4 w12, ResNet-8 w4,
+        # whose last features still have >= 12 dimensions); every group kind.
+        "quick": lambda: {
+            **bn_groups("cnn", 4, 12, 6, wds=QUICK_WDS, seeds=(0,), record_every=2),
+            **bn_groups("resnet", 8, 4, 6, bns=("affine",), wds=QUICK_WDS, seeds=(0,),
+                        record_every=2),
+            **loss_groups(4, 12, 6, losses=("mse", "label_smoothing"), wds=QUICK_WDS,
+                          seeds=(0,), record_every=2)},
+        "paper-cnn": lambda: bn_groups("cnn", **CNN, epochs=CNN_EPOCHS, **CNN_SCHEDULE),
+        "paper-loss": lambda: loss_groups(**CNN, epochs=CNN_EPOCHS, **CNN_SCHEDULE),
+    }
+    for bn in BN_VARIANTS:
+        out[f"paper-resnet-{bn}"] = (lambda bn=bn: bn_groups(
+            "resnet", **RESNET, epochs=RESNET_EPOCHS, bns=(bn,), **RESNET_SCHEDULE))
+    return out
+
+
+# ---- figures ---------------------------------------------------------------------------------
+
+def _split(group: str):
+    """"cnn affine" -> ("cnn", "affine")."""
+    model, _, variant = group.partition(" ")
+    return model, variant
+
+
+def _heldout(runs):
+    """The runs with the held-out cosines in place of the training ones (same `converged`)."""
+    return [dict(r, min_intra=r.get("test_min_intra"), max_inter=r.get("test_max_inter"))
+            for r in runs if "test_min_intra" in r]
+
+
+def plot_images(doc, out_dir):
+    """Per model: Figure 3.1 (min intra / max inter vs WD per BN variant) on the training and on
+    the held-out features; per loss comparison the same with one line per loss; per group the
+    NC training curves and the per-block measures (Figure 3.3 style, dotted: effective depth)."""
+    runs = doc["runs"]
+    c = (doc.get("data") or {}).get("num_classes") or 10
+    groups = list(dict.fromkeys(r["group"] for r in runs))
+    for model in dict.fromkeys(_split(g)[0] for g in groups):
+        for kind, variants in (("bn", BN_VARIANTS), ("loss", tuple(LOSSES))):
+            sel = [dict(r, group=_split(r["group"])[1]) for r in runs
+                   if _split(r["group"])[0] == model and _split(r["group"])[1] in variants]
+            if not sel:
+                continue
+            what = "BN variant" if kind == "bn" else "loss (affine BN)"
+            stem = f"fig3_1_{model}" if kind == "bn" else f"losses_{model}"
+            for rs, name, on in ((sel, stem, "training"),
+                                 (_heldout(sel), f"{stem}_heldout", "held-out")):
+                if rs:
+                    plot_wd_bn(rs, os.path.join(out_dir, f"{name}.png"), num_classes=c,
+                               converged_only=False,
+                               title=f"{model} on MNIST ({doc['preset']}), {on} features, "
+                                     f"by {what}")
+    for g in groups:
+        slug = g.replace(" ", "_")
+        plot_training_curves(runs, os.path.join(out_dir, f"training_curves_{slug}.png"), group=g)
+        sel = [r for r in runs if r["group"] == g and r.get("layers")]
+        if sel:
+            plot_depth(sel, os.path.join(out_dir, f"layers_{slug}.png"),
+                       title=f"{g} ({doc['preset']}): NC per block")
+
+
+register_experiment(Experiment(
+    name="images", plot=plot_images, layers=True, shared_data=True,
+    description="Figure 3.1 for a BN CNN and a BN ResNet on MNIST-5k with a 1000-image "
+                "hold-out, and ce vs mse vs label smoothing",
+    presets=presets()))
+
+
+# ---- merging per-variant presets -------------------------------------------------------------
+
+def merge_results(out_dir: str, parts, preset: str) -> dict:
+    """One results document (and its figures) in `out_dir` from the results directories `parts`
+    of the per-variant presets (e.g. paper-cnn-affine, -plain, -none), so that the Figure 3.1
+    panel shows every BN variant. The parts must all be experiment `images` on the same data
+    and have distinct groups; runs, configs and timings are concatenated in the given order."""
+    from nc_jax.config import SweepConfig
+    from nc_jax.results import load_results, write_results
+    docs = [load_results(p) for p in parts]
+    if not docs:
+        raise ValueError("merge: name at least one results directory")
+    configs, runs, timing = {}, [], {}
+    for p, d in zip(parts, docs):
+        if d.get("experiment") != "images":
+            raise ValueError(f"merge: {p} holds experiment {d.get('experiment')!r}, not 'images'")
+        if d.get("data") != docs[0].get("data"):
+            raise ValueError(f"merge: {p} was trained on other data than {parts[0]}")
+        clash = set(d["configs"]) & set(configs)
+        if clash:
+            raise ValueError(f"merge: group(s) {sorted(clash)} of {p} appear in another part")
+        configs.update({g: SweepConfig.from_dict(c) for g, c in d["configs"].items()})
+        runs += d["runs"]
+        timing.update(d.get("timing") or {})
+    extra = {"wall_time_s": sum(d.get("wall_time_s") or 0.0 for d in docs), "timing": timing,
+             "data": docs[0].get("data"), "merged_from": [os.path.abspath(p) for p in parts],
+             "merged_presets": [d.get("preset") for d in docs]}
+    write_results(out_dir, "images", preset, configs, runs, extra)
+    doc = load_results(out_dir)
+    plot_images(doc, out_dir)
+    return doc
+
+
+def merge_main(argv=None) -> int:
+    """`python experiments/images.py merge --out DIR [--preset NAME] PART ...`."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="images.py merge", description=merge_results.__doc__)
+    ap.add_argument("parts", nargs="+", help="results directories of per-variant presets")
+    ap.add_argument("--out", required=True, help="directory of the merged results.json")
+    ap.add_argument("--preset", default="merged", help="preset name recorded (e.g. paper-cnn)")
+    args = ap.parse_args(argv)
+    try:
+        doc = merge_results(args.out, args.parts, args.preset)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(doc['runs'])} runs of {len(doc['configs'])} groups merged into {args.out}")
+    return 0
