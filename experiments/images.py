@@ -3,7 +3,8 @@ ce vs mse vs label smoothing (experiment "images", `nc_jax.catalog_images`).
 
     python experiments/images.py --preset quick
     python experiments/images.py --preset paper-cnn --out experiments/results/images/paper-cnn
-    python experiments/images.py merge --preset paper-resnet --out experiments/results/images/paper-resnet \\
+    python experiments/images.py merge --preset paper-resnet \\
+        --out experiments/results/images/paper-resnet \\
         experiments/results/images/paper-resnet-{affine,plain,none}
 
 Same flags as `nc-sweep --experiment images` (--preset, --out, --set field=value, --reanalyse,

@@ -15,6 +15,10 @@ x0.1 at 1/3 and 2/3 of training, WD in the optimizer on every parameter, as in S
 
 Per-block (per-layer) measures and the effective depth are on (`layers=True`): both conv models
 return the global-average-pooled output of every block as their features.
+
+Presets: `smoke` (CI), `quick` (minutes), `paper-cnn` and `paper-loss` (63 runs each),
+`paper-resnet-affine` / `-plain` / `-none` (21 runs each: 63 ResNet runs do not fit the 2 hours
+of one CPU session); `merge_results` joins per-variant results into one document and figures.
 """
 from __future__ import annotations
 
@@ -83,9 +87,9 @@ RESNET_SCHEDULE = dict(record_every=5, checkpoint_every=5)
 def presets() -> dict:
     """{preset: () -> {group: SweepConfig}} of the experiment."""
     out = {
-        # CI-sized (seconds): tiny widths, 2 epochs, 1-2 WDs, 1 seed, one group of every kind (a
-        # BN CNN, a BN-free ResNet, a non-CE loss); 500 training images (test_size 4500), so
-        # that an epoch is 16 steps of 32: the code path of the paper presets, at a fraction of the cost.
+        # CI-sized: tiny widths, 2 epochs, 1-2 WDs, 1 seed, one group of every kind (a BN CNN,
+        # a BN-free ResNet, a non-CE loss); 500 training images (test_size 4500), an epoch is
+        # 16 steps of 32. The code path of the paper presets; its time is mostly XLA compiles.
         "smoke": lambda: {g: c.replace(data=SMOKE_DATA) for g, c in {
             **bn_groups("cnn", 2, 4, 2, bns=("affine",), wds=(1e-4, 1e-2), seeds=(0,),
                         record_every=1, checkpoint_every=1, batch_size=32),
