@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nc_jax._conv import conv2d
 from nc_jax.config import BN_VARIANTS
 from nc_jax.models import TorchDense, bn_layer, register_model
 
@@ -79,9 +80,8 @@ class TorchConv(nn.Module):
                             nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
                             (k, k, in_ch, self.features), jnp.float32)
         pad = k // 2 if self.padding is None else self.padding
-        y = jax.lax.conv_general_dilated(
-            x, kernel, window_strides=(self.strides, self.strides),
-            padding=((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        # gradients in canonical layouts: the stock ones run ~7x slower in the training scan
+        y = conv2d(x, kernel, self.strides, pad)
         if self.use_bias:
             bias = self.param(
                 "bias",

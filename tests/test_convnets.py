@@ -252,3 +252,32 @@ def test_depth_validation_and_registry():
     assert isinstance(m, ResNet) and (m.depth, m.width, m.num_classes, m.bn) == (14, 3, 7, "plain")
     m = make_model(ModelConfig(depth=2, width=3, bn="none", name="cnn"), 4)
     assert isinstance(m, CNN) and (m.depth, m.width, m.num_classes, m.bn) == (2, 3, 4, "none")
+
+
+@pytest.mark.parametrize("shape, k, stride, pad", [
+    ((2, 7, 7, 3), 3, 1, 1), ((2, 8, 8, 3), 3, 2, 1), ((3, 9, 6, 2), 3, 2, 1),
+    ((2, 8, 8, 4), 1, 2, 0), ((2, 5, 5, 2), 3, 1, 0)])
+def test_conv2d_gradients_equal_the_stock_convolution(shape, k, stride, pad):
+    """nc_jax._conv.conv2d (hand-written VJP in canonical layouts) against jax.grad of
+    lax.conv_general_dilated, also vmapped over a run axis of kernels as in a sweep."""
+    import jax
+    import jax.numpy as jnp
+    from nc_jax._conv import conv2d
+    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, shape)
+    K = jax.random.normal(kk, (2, k, k, shape[-1], 5))   # 2 runs
+
+    def stock(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    out = stock(x, K[0])
+    g = jax.random.normal(kg, out.shape)
+    for f in (stock, lambda x, w: conv2d(x, w, stride, pad)):
+        np.testing.assert_allclose(f(x, K[0]), out, rtol=1e-6, atol=1e-6)
+    loss = lambda f: (lambda x, w: jnp.sum(f(x, w) * g))  # noqa: E731
+    want = jax.vmap(jax.grad(loss(stock), argnums=(0, 1)), (None, 0))(x, K)
+    got = jax.vmap(jax.grad(loss(lambda x, w: conv2d(x, w, stride, pad)), argnums=(0, 1)),
+                   (None, 0))(x, K)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
