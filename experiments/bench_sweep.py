@@ -67,7 +67,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_workers import (BATCH, CLASSES, DEFAULT_DEPTH, DIM, IMAGE, MODELS, N_FULL,  # noqa: E402
                            ROOT, WORKERS, dense_macs, flops_per_run_step, make_data, model_macs,
-                           spawn, subset_n)
+                           spawn, subset_n, worker_main)
 from nc_jax.config import ConfigError, ModelConfig  # noqa: E402
 
 
@@ -275,9 +275,7 @@ def targets(model, rows, preset_doc):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        kind, spec = args.worker
-        print(json.dumps(WORKERS[kind](json.loads(spec))))
-        return 0
+        return worker_main(args.worker, WORKERS)
 
     q, model = args.quick, args.model
     conv = model != "mlp"

@@ -110,21 +110,36 @@ def make_data(path: str, n: int, model: str = "mlp") -> None:
     np.savez(path, x=x, y=y)
 
 
-def spawn(kind, spec, devices=None, timeout=1800):
-    """Run worker `kind` on `spec` in a fresh Python (`bench_sweep.py --worker KIND SPEC`) and
-    return its JSON result; `devices` forces that many CPU devices (set before its JAX import)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run_worker(script, kind, spec, xla_flags: str = "", timeout=1800):
+    """Run `script --worker KIND SPEC_JSON` in a fresh Python and return its last JSON line:
+    the benchmarks' measurements run in their own process so that `xla_flags` (appended to
+    XLA_FLAGS before the worker's JAX import) and thread pools reach only that measurement."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.dirname(os.path.abspath(script)),
+                                         env.get("PYTHONPATH", "")])
     env.setdefault("JAX_PLATFORMS", "cpu")
-    if devices:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                            f" --xla_force_host_platform_device_count={devices}").strip()
-    proc = subprocess.run([sys.executable, BENCH_SCRIPT, "--worker", kind,
+    if xla_flags:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+    proc = subprocess.run([sys.executable, os.path.abspath(script), "--worker", kind,
                            json.dumps(spec)], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} {spec} failed:\n{proc.stderr[-4000:]}")
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
-    return json.loads(line)
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def worker_main(worker_arg, workers) -> int:
+    """The worker side of `run_worker`: `workers[KIND](spec)` printed as one JSON line."""
+    kind, spec = worker_arg
+    print(json.dumps(workers[kind](json.loads(spec))))
+    return 0
+
+
+def spawn(kind, spec, devices=None, timeout=1800):
+    """Run worker `kind` of `bench_sweep.py` on `spec` (`run_worker`); `devices` forces that
+    many CPU devices."""
+    flags = f"--xla_force_host_platform_device_count={devices}" if devices else ""
+    return run_worker(BENCH_SCRIPT, kind, spec, flags, timeout)
 
 
 # --------------------------------------------------------------------------------------------
