@@ -208,9 +208,10 @@ def measure(s, data_path, log):
         for k in s["runs"]:
             wds, seeds = grid(k)
             steps = k * steps_per_epoch(s["n"])  # run-steps per epoch
-            times, cache = {fw: [] for fw in FRAMEWORKS}, None
+            frameworks = s["frameworks"]
+            times, cache = {fw: [] for fw in frameworks}, None
             for rep in range(s["repeats"]):
-                fws = FRAMEWORKS if rep % 2 == 0 else FRAMEWORKS[::-1]
+                fws = frameworks if rep % 2 == 0 else frameworks[::-1]
                 for fw in fws:
                     spec = {"fw": fw, "data": data_path, "width": w, "wds": wds, "seeds": seeds,
                             "order": [es, el] if rep % 2 == 0 else [el, es],
@@ -228,8 +229,11 @@ def measure(s, data_path, log):
             row = {"width": w, "k": k, "n": s["n"], "steps_per_epoch_per_run": steps // k,
                    "jax_persistent_cache": cache,
                    "times_s": {fw: [{str(e): v for e, v in t.items()} for t in times[fw]]
-                               for fw in FRAMEWORKS}}
+                               for fw in frameworks}}
             for fw in FRAMEWORKS:
+                if fw not in frameworks:
+                    row[f"{fw}_rates"], row[fw] = [], None
+                    continue
                 rates = [steady(t) for t in times[fw]]
                 row[f"{fw}_rates"] = rates
                 row[fw] = max((r for r in rates if r), default=None)
@@ -273,7 +277,8 @@ def targets(rows):
         for key, goal, what in (
             ("jax_over_bat", "jax_over_bat", f"nc-jax >= {t['jax_over_bat']}x torch-bat"),
             ("jax_over_seq", "jax_over_seq", f"nc-jax >= {t['jax_over_seq']}x torch-seq"),
-            ("whole_over_steady", "whole", f"whole-call rate >= {t['whole']:.0%} of steady"))}
+            ("whole_over_steady", "whole", f"whole-call rate >= {t['whole']:.0%} of steady"))
+        if r[key] is not None}  # a framework left out (--frameworks) measures no ratio
 
 
 def versions():
@@ -298,6 +303,9 @@ def parse_args(argv):
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="PyTorch threads (default: the CPUs of the process, as XLA uses)")
     ap.add_argument("--xla-flags", default="", help="XLA_FLAGS for the jax side only")
+    ap.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                    help=f"comma-separated subset of {','.join(FRAMEWORKS)} to time (default all; "
+                         "jax is always timed)")
     ap.add_argument("--compile-cache", action="store_true",
                     help="jax workers use a warm persistent compilation cache")
     ap.add_argument("--check", action="store_true", help="only the agreement check")
@@ -322,7 +330,9 @@ def main(argv=None):
          "epochs_short": args.epochs_short or (1 if q else 2),
          "epochs_long": args.epochs_long or (4 if q else 10),
          "n": args.n or (300 if q else N_FULL), "xla_flags": args.xla_flags,
-         "threads": args.torch_threads or cpus(), "quick": q, "cache_dir": None}
+         "threads": args.torch_threads or cpus(), "quick": q, "cache_dir": None,
+         "frameworks": ["jax"] + [f for f in FRAMEWORKS[1:]
+                                  if f in [v.strip() for v in args.frameworks.split(",")]]}
     if s["epochs_long"] <= s["epochs_short"]:
         raise SystemExit("bench_vs_torch: --epochs-long must exceed --epochs-short")
     if s["n"] % BATCH == 1:

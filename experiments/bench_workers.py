@@ -183,7 +183,8 @@ def _state_bytes(states) -> int:
 
 
 def worker_sweep(spec):
-    """The vmapped sweep (K runs, one program), optionally sharded over forced CPU devices."""
+    """The sweep (K runs, one program: vmapped, or lax.map with spec["vmap_runs"] > 0),
+    optionally sharded over forced CPU devices."""
     import jax
     from jax.sharding import PartitionSpec as P
     from nc_jax.distributed import putter
@@ -202,7 +203,8 @@ def worker_sweep(spec):
     rss_base = maxrss_mb()
 
     t = time.perf_counter()
-    fn = make_chunk_fn(task, BATCH, epochs, None).lower(states, x, y).compile()
+    fn = make_chunk_fn(task, BATCH, epochs, None, int(spec.get("vmap_runs", 0)),
+                       mesh).lower(states, x, y).compile()
     compile_s = time.perf_counter() - t
 
     def call(s):
@@ -358,10 +360,22 @@ def worker_preset(spec):
     import jax.monitoring as mon
     from nc_jax.experiment import get_experiment, run_experiment
 
-    backend = []
-    mon.register_event_duration_secs_listener(
-        lambda name, secs, **kw: backend.append(secs)
-        if name == "/jax/core/compile/backend_compile_duration" else None)
+    if spec.get("cache_dir"):  # what the CLI and the experiment scripts do by default
+        from nc_jax.compile_cache import enable_compile_cache
+        enable_compile_cache(spec["cache_dir"])
+    # every stage of turning a function into an executable: tracing, lowering, XLA's compile
+    # and, with a persistent cache, reading the executable back
+    stages = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+              "/jax/core/compile/backend_compile_duration": "backend",
+              "/jax/compilation_cache/cache_retrieval_time_sec": "cache_read"}
+    secs = {v: 0.0 for v in stages.values()}
+
+    def listen(name, s, **kw):
+        if name in stages:
+            secs[stages[name]] += s
+
+    mon.register_event_duration_secs_listener(listen)
     exp = get_experiment("fig3_1")
     configs = exp.configs(spec["preset"])
     t0 = time.perf_counter()
@@ -369,7 +383,9 @@ def worker_preset(spec):
     wall = time.perf_counter() - t0
     chunk = sum(v["compile_time_s"] for v in extra["timing"].values())
     return {"preset": spec["preset"], "wall_time_s": wall, "chunk_compile_s": chunk,
-            "backend_compile_s": float(sum(backend)), "groups": extra["timing"],
+            "backend_compile_s": secs["backend"], "compile_stages_s": secs,
+            "compile_total_s": float(sum(secs.values())), "groups": extra["timing"],
+            "persistent_cache": jax.config.jax_compilation_cache_dir,
             "jax_devices": len(jax.devices())}
 
 

@@ -44,9 +44,13 @@ QUICK_WDS = (1e-4, 1e-3, 1e-2)
 def _sweep(model: ModelConfig, epochs: int, *, wds=THESIS_WEIGHT_DECAYS, seeds=SEEDS,
            loss: LossConfig = LossConfig(), batch_size: int = 128, record_every: int = 5,
            checkpoint_every: int = 0) -> SweepConfig:
+    # vmap_runs=1: XLA:CPU's batched (grouped) convolutions are several times slower than K
+    # plain ones, so the runs go one at a time through lax.map inside the compiled program
+    # (docs/performance.md, "Convolutional models")
     return SweepConfig(model=model, optim=OptimConfig(epochs=epochs, batch_size=batch_size),
                        data=IMAGES_DATA, loss=loss, weight_decays=tuple(wds), seeds=tuple(seeds),
-                       record_every=record_every, checkpoint_every=checkpoint_every)
+                       record_every=record_every, checkpoint_every=checkpoint_every,
+                       vmap_runs=1)
 
 
 def bn_groups(name: str, depth: int, width: int, epochs: int, bns=BN_VARIANTS,
@@ -65,22 +69,20 @@ def loss_groups(depth: int, width: int, epochs: int, losses=tuple(LOSSES), **kw)
 # ---- the paper presets -----------------------------------------------------------------------
 # Sizes are set by the cost on the 2-core CPU and by the geometry: a simplex ETF of C = 10 class
 # means needs at least C - 1 = 9 feature dimensions, so no paper model ends narrower than 16.
-# Measured per run and epoch in the sweep loop (21 runs vmapped cost 21x one run), on the
-# 2-core CPU loaded by another job, with TorchConv's gradient convolutions in canonical layouts
-# (see helper11_report.md: XLA:CPU runs the stock gradient convolutions ~6x slower inside the
-# training loop's lax.scan): CNN-4 width 16: 7.1-8.2 s, ResNet-8 width 8: 16.9 s. Halved for an
-# unloaded machine (conservatively divided by 1.5 in brackets):
-# - CNN-4 w16 (28x28 -> 14x14 -> 7x7, 16-d GAP feature), 21 epochs: 63 runs x 21 x ~4 s
-#   = ~1.5 h (2.0 h). In the probe (30 epochs) it reached 99.9 / 99.8 / 98.9% train accuracy at
-#   WD 1e-4 / 1e-3 / 1e-2 (near 100%: 16 channels are little capacity for 4000 digits).
-# - ResNet-8 w8 (8 / 16 / 32 channels, 32-d feature), 25 epochs: 63 runs would take ~3.7 h, so
-#   it is split per BN variant: 21 runs x 25 x ~8.4 s = ~1.2 h (1.6 h) each. In the probe (30
-#   epochs) 100 / 99.98 / 99.6% train accuracy at WD 1e-4 / 1e-3 / 1e-2.
+# Measured on the idle machine with the runs mapped one at a time (`vmap_runs=1`;
+# docs/performance.md, "Convolutional models"): CNN-4 width 16 trains 16.7-18.5 run-steps/s,
+# ResNet-8 width 8 8.6-9.1 (an epoch of 4000 images is 32 steps), so
+# - CNN-4 w16 (28x28 -> 14x14 -> 7x7, 16-d GAP feature), 30 epochs: 63 runs x 30 x ~1.8 s
+#   = ~57 min (+ records and analysis). A probe at 30 epochs reached 99.9 / 99.8 / 98.9% train
+#   accuracy at WD 1e-4 / 1e-3 / 1e-2 (16 channels are little capacity for 4000 digits).
+# - ResNet-8 w8 (8 / 16 / 32 channels, 32-d feature), 30 epochs: 21 runs x 30 x ~3.6 s = ~38 min
+#   per BN variant (63 runs ~1.9 h, too close to a session's 2 hours of background compute, so
+#   one preset per variant). The probe (30 epochs): 100 / 99.98 / 99.6%.
 # `python experiments/images.py merge` joins the three ResNet parts for the Figure 3.1 panel.
 CNN = dict(depth=4, width=16)
 RESNET = dict(depth=8, width=8)
-CNN_EPOCHS, RESNET_EPOCHS = 21, 25
-CNN_SCHEDULE = dict(record_every=3, checkpoint_every=6)      # records at 3, 6, ..., 21
+CNN_EPOCHS, RESNET_EPOCHS = 30, 30
+CNN_SCHEDULE = dict(record_every=3, checkpoint_every=6)      # records at 3, 6, ..., 30
 RESNET_SCHEDULE = dict(record_every=5, checkpoint_every=5)
 
 

@@ -209,7 +209,10 @@ class SweepConfig:
     inside the compiled loop. `checkpoint_every` > 0 saves the full sweep state that often when an
     output directory is given. `runs_per_device` > 0 fixes how many runs each device computes in
     one compiled call (0 = all runs in one call, spread evenly): results are bit-identical on any
-    number of devices for the same value (see `nc_jax.sweep`).
+    number of devices for the same value (see `nc_jax.sweep`). `vmap_runs` > 0 trains the runs
+    of a call with `lax.map`, that many at a time vmapped (1 = one run after another inside the
+    program: the fast choice for convolutional models on CPU; 0 = all vmapped, see
+    `nc_jax.layout.map_runs`).
     """
 
     model: ModelConfig = ModelConfig()
@@ -221,6 +224,7 @@ class SweepConfig:
     record_every: int = 0
     checkpoint_every: int = 0
     runs_per_device: int = 0
+    vmap_runs: int = 0
 
     def __post_init__(self):
         for name, cls in SECTIONS:
@@ -253,6 +257,7 @@ class SweepConfig:
         _int_at_least("record_every", self.record_every, 0)
         _int_at_least("checkpoint_every", self.checkpoint_every, 0)
         _int_at_least("runs_per_device", self.runs_per_device, 0)
+        _int_at_least("vmap_runs", self.vmap_runs, 0)
         if self.data.kind in ("teacher", "conic"):
             _require(self.optim.batch_size <= self.data.n,
                      f"optim.batch_size ({self.optim.batch_size}) must be <= data.n ({self.data.n})")

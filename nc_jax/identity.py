@@ -76,6 +76,9 @@ def run_identity(cfg: SweepConfig, data: Dataset, *, weight_decays, seeds, learn
         # automatic layout: the checkpoint header stores the layout it used and a resume keeps
         # it, so 0 is no constraint (and checkpoints older than the field stay readable)
         cfg_d.pop("runs_per_device", None)
+    if not cfg_d.get("vmap_runs"):
+        # all runs vmapped, the formulation of every checkpoint written before the field
+        cfg_d.pop("vmap_runs", None)
     if not cfg_d.get("data", {}).get("test_size"):
         # no hold-out: the field at its default changes nothing, and checkpoints written before
         # it existed must keep matching (a hold-out changes the data fingerprint anyway)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List
+from typing import Callable, List
 
 import jax
 import jax.numpy as jnp
@@ -67,3 +67,32 @@ def run_layout(num_runs: int, devices=None, runs_per_device: int = 0):
     groups = int(math.ceil(num_runs / (n_dev * b)))
     mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,)) if n_dev > 1 else None
     return RunLayout(num_runs, n_dev, b, groups), mesh
+
+
+def map_runs(fn: Callable, num_shared: int, vmap_runs: int = 0, mesh=None) -> Callable:
+    """`fn(state, *shared)` of one run -> the same over a leading run axis of `state` (K, ...),
+    with `num_shared` arguments (the data) shared by all runs.
+
+    `vmap_runs` 0: `jax.vmap` over all K runs, one batched program (the default: fastest for
+    matmul models, whose batched GEMMs keep the cores busy). `vmap_runs` b > 0: the runs go
+    through `lax.map` inside the compiled program, b at a time vmapped (b = 1: the un-batched
+    single-run program, one run after another with no dispatch in between). On CPU, XLA's
+    batched (grouped) convolution is several times slower than K plain ones, so conv models
+    train fastest with b = 1 (`docs/performance.md`). With b = 1 every run is computed by the
+    same program whatever K or the device count: its numbers equal the run trained alone.
+    With a `mesh` (several devices) the map runs per device under `shard_map` on that device's
+    runs, so no device gathers another's.
+    """
+    if not vmap_runs:
+        return jax.vmap(fn, in_axes=(0,) + (None,) * num_shared)
+
+    def mapped(states, *shared):
+        return jax.lax.map(lambda s: fn(s, *shared), states,
+                           batch_size=vmap_runs if vmap_runs > 1 else None)
+
+    if mesh is None:
+        return mapped
+    spec = jax.sharding.PartitionSpec
+    # check_vma off: the scan carries mix per-device states with the replicated data
+    return jax.shard_map(mapped, mesh=mesh, in_specs=(spec(RUN_AXIS),) + (spec(),) * num_shared,
+                         out_specs=spec(RUN_AXIS), check_vma=False)

@@ -33,7 +33,7 @@ from nc_jax import distributed, preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data import Dataset
 from nc_jax.hooks import ChunkEvent, ProgressHook
-from nc_jax.layout import RUN_AXIS, RunLayout, run_layout  # noqa: F401  (public here too)
+from nc_jax.layout import RUN_AXIS, RunLayout, map_runs, run_layout  # noqa: F401  (public here too)
 from nc_jax.task import Task
 from nc_jax.train import TrainState, evaluate, init_state, train_epoch
 
@@ -134,11 +134,13 @@ def run_grid(weight_decays: Sequence[float], seeds: Sequence[int]):
 
 
 def make_chunk_fn(task: Task, batch_size: int, num_epochs: int,
-                  record_fn: Optional[Callable] = None):
+                  record_fn: Optional[Callable] = None, vmap_runs: int = 0, mesh=None):
     """jit(vmap(run `num_epochs` epochs, then record)) over the run axis; data shared.
 
     Signature: (states[K], x (N, ...), y (N,)) -> (states[K], history {name: (K, num_epochs)},
-    record {name: (K,)}). States are donated: the chunk updates them in place.
+    record {name: (K,)}). States are donated: the chunk updates them in place. `vmap_runs` > 0
+    maps the runs with `lax.map` in vmapped batches of that size instead (`layout.map_runs`;
+    `mesh`: per device).
     """
 
     def one_run(state, x, y):
@@ -149,7 +151,7 @@ def make_chunk_fn(task: Task, batch_size: int, num_epochs: int,
         rec = record_fn(state, x, y) if record_fn is not None else {}
         return state, hist, rec
 
-    return jax.jit(jax.vmap(one_run, in_axes=(0, None, None)), donate_argnums=0)
+    return jax.jit(map_runs(one_run, 2, vmap_runs, mesh), donate_argnums=0)
 
 
 def check_run_arrays(weight_decays, seeds, learning_rates) -> None:
@@ -307,7 +309,8 @@ def train_runs(task: Task, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
         n_ep = min(chunk, epochs - epoch)
         if n_ep not in fns:
             tc = time.perf_counter()
-            fns[n_ep] = make_chunk_fn(task, ocfg.batch_size, n_ep, record_fn).lower(
+            fns[n_ep] = make_chunk_fn(task, ocfg.batch_size, n_ep, record_fn, cfg.vmap_runs,
+                                      mesh).lower(
                 group_states[0], x, y).compile()
             compile_time += time.perf_counter() - tc
         # every group is dispatched before any result is read back, so the calls queue up
@@ -326,7 +329,7 @@ def train_runs(task: Task, cfg: SweepConfig, data: Dataset, *, weight_decays=Non
             for hook in hooks:
                 hook(ev)
 
-    final_fn = jax.jit(jax.vmap(lambda s: evaluate(s, x, y, task)))
+    final_fn = jax.jit(map_runs(lambda s: evaluate(s, x, y, task), 0, cfg.vmap_runs, mesh))
     final = joined([distributed.to_host(final_fn(st)) for st in group_states])
     final = jax.tree.map(lambda a: np.asarray(a)[:k], final)
     snap = snapshot()

@@ -1,6 +1,7 @@
 """One device vs several (forced CPU devices in a subprocess): with a fixed `runs_per_device` the
 results are bit-identical, also for a checkpoint written on 4 devices and resumed on 1; the
-automatic layout agrees to float32 rounding."""
+automatic layout agrees to float32 rounding; runs mapped one at a time (`vmap_runs=1`, under
+`shard_map` on several devices) are bit-identical on any device count."""
 import os
 import subprocess
 import sys
@@ -31,7 +32,8 @@ SCRIPT = textwrap.dedent("""
     from tests.test_devices import auto_config, fixed_config, StopAfter
     assert len(jax.devices()) == 4, jax.devices()
     out = {}
-    for name, cfg in (("auto", auto_config()), ("fixed", fixed_config())):
+    for name, cfg in (("auto", auto_config()), ("fixed", fixed_config()),
+                      ("mapped", auto_config().replace(vmap_runs=1))):
         res = run_sweep(cfg, tiny_data(cfg), progress=False)
         out.update({f"{name}:{k}": v for k, v in result_arrays(res).items()})
         out[f"{name}:n_devices"] = np.asarray(res.num_devices)
@@ -126,3 +128,12 @@ def test_checkpoint_from_four_devices_resumes_bit_identically_on_one(four_device
     resumed = resumable_run_sweep(cfg, ckpt, data=tiny_data(cfg), progress=False)
     assert resumed.num_devices == 1 and resumed.runs_per_device == 1
     assert_bit_identical(result_arrays(resumed), split(multi, "auto"))
+
+
+def test_mapped_runs_are_bit_identical_on_one_and_four_devices(four_devices):
+    multi, _ = four_devices
+    assert int(multi["mapped:n_devices"]) == 4
+    cfg = auto_config().replace(vmap_runs=1)
+    single = run_sweep(cfg, tiny_data(cfg), progress=False)
+    assert single.num_devices == 1
+    assert_bit_identical(result_arrays(single), split(multi, "mapped"))

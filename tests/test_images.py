@@ -21,6 +21,8 @@ def test_presets_follow_the_protocol():
             assert c.model.name == model and variant in ("affine", "plain", "none", "ce",
                                                          "mse", "label_smoothing"), g
             assert c.data.kind == "mnist" and c.data.standardize and c.data.test_size > 0
+            # conv models train one run at a time inside the program (3-4x vmap on CPU)
+            assert c.vmap_runs == 1, g
             assert variant in ("affine", "plain", "none") or c.model.bn == "affine"
             assert c.loss.name == (variant if variant in ("ce", "mse", "label_smoothing")
                                    else "ce"), g
