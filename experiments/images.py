@@ -2,7 +2,11 @@
 ce vs mse vs label smoothing (experiment "images", `nc_jax.catalog_images`).
 
     python experiments/images.py --preset quick
-    python experiments/images.py --preset paper-cnn --out experiments/results/images/paper-cnn
+    python experiments/images.py --preset paper-cnn-affine \\
+        --out experiments/results/images/paper-cnn-affine          # also -plain, -none
+    python experiments/images.py merge --preset paper-cnn \\
+        --out experiments/results/images/paper-cnn \\
+        experiments/results/images/paper-cnn-{affine,plain,none}
     python experiments/images.py merge --preset paper-resnet \\
         --out experiments/results/images/paper-resnet \\
         experiments/results/images/paper-resnet-{affine,plain,none}

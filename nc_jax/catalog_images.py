@@ -16,9 +16,10 @@ x0.1 at 1/3 and 2/3 of training, WD in the optimizer on every parameter, as in S
 Per-block (per-layer) measures and the effective depth are on (`layers=True`): both conv models
 return the global-average-pooled output of every block as their features.
 
-Presets: `smoke` (CI), `quick` (minutes), `paper-cnn` and `paper-loss` (63 runs each),
-`paper-resnet-affine` / `-plain` / `-none` (21 runs each: 63 ResNet runs do not fit the 2 hours
-of one CPU session); `merge_results` joins per-variant results into one document and figures.
+Presets: `smoke` (CI), `quick` (minutes), `paper-cnn-{affine,plain,none}`,
+`paper-loss-{ce,mse,label_smoothing}` and `paper-resnet-{affine,plain,none}` (21 runs each: one
+panel's 63 runs do not fit the 2 hours of one CPU session); `merge_results` joins per-variant
+results into one document and figures.
 """
 from __future__ import annotations
 
@@ -73,8 +74,10 @@ def loss_groups(depth: int, width: int, epochs: int, losses=tuple(LOSSES), **kw)
 # docs/performance.md, "Convolutional models"): CNN-4 width 16 trains 16.7-18.5 run-steps/s,
 # ResNet-8 width 8 8.6-9.1 (an epoch of 4000 images is 32 steps), so
 # - CNN-4 w16 (28x28 -> 14x14 -> 7x7, 16-d GAP feature), 30 epochs: 63 runs x 30 x ~1.8 s
-#   = ~57 min (+ records and analysis). A probe at 30 epochs reached 99.9 / 99.8 / 98.9% train
-#   accuracy at WD 1e-4 / 1e-3 / 1e-2 (16 channels are little capacity for 4000 digits).
+#   = ~57 min of training, but the first paper run took 7.7 min for 6 epochs of 21 runs with its
+#   records every 3 epochs (~35 min per BN variant), so, like the ResNet, one preset per BN
+#   variant. A probe at 30 epochs reached 99.9 / 99.8 / 98.9% train accuracy at WD 1e-4 / 1e-3 /
+#   1e-2 (16 channels are little capacity for 4000 digits).
 # - ResNet-8 w8 (8 / 16 / 32 channels, 32-d feature), 30 epochs: 21 runs x 30 x ~3.6 s = ~38 min
 #   per BN variant (63 runs ~1.9 h, too close to a session's 2 hours of background compute, so
 #   one preset per variant). The probe (30 epochs): 100 / 99.98 / 99.6%.
@@ -107,10 +110,13 @@ def presets() -> dict:
                         record_every=2),
             **loss_groups(4, 12, 6, losses=("mse", "label_smoothing"), wds=QUICK_WDS,
                           seeds=(0,), record_every=2)},
-        "paper-cnn": lambda: bn_groups("cnn", **CNN, epochs=CNN_EPOCHS, **CNN_SCHEDULE),
-        "paper-loss": lambda: loss_groups(**CNN, epochs=CNN_EPOCHS, **CNN_SCHEDULE),
     }
+    for loss in LOSSES:  # "cnn ce" is the config of "cnn affine", under the loss panel's name
+        out[f"paper-loss-{loss}"] = (lambda loss=loss: loss_groups(
+            **CNN, epochs=CNN_EPOCHS, losses=(loss,), **CNN_SCHEDULE))
     for bn in BN_VARIANTS:
+        out[f"paper-cnn-{bn}"] = (lambda bn=bn: bn_groups(
+            "cnn", **CNN, epochs=CNN_EPOCHS, bns=(bn,), **CNN_SCHEDULE))
         out[f"paper-resnet-{bn}"] = (lambda bn=bn: bn_groups(
             "resnet", **RESNET, epochs=RESNET_EPOCHS, bns=(bn,), **RESNET_SCHEDULE))
     return out
