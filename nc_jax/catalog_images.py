@@ -74,9 +74,9 @@ def loss_groups(depth: int, width: int, epochs: int, losses=tuple(LOSSES), **kw)
 # docs/performance.md, "Convolutional models"): CNN-4 width 16 trains 16.7-18.5 run-steps/s,
 # ResNet-8 width 8 8.6-9.1 (an epoch of 4000 images is 32 steps), so
 # - CNN-4 w16 (28x28 -> 14x14 -> 7x7, 16-d GAP feature), 30 epochs: 63 runs x 30 x ~1.8 s
-#   = ~57 min of training, but the first paper run took 7.7 min for 6 epochs of 21 runs with its
-#   records every 3 epochs (~35 min per BN variant), so, like the ResNet, one preset per BN
-#   variant. A probe at 30 epochs reached 99.9 / 99.8 / 98.9% train accuracy at WD 1e-4 / 1e-3 /
+#   = ~57 min of training; with the records every 3 epochs and the analysis the paper runs took
+#   19 / 22 / 18 min per BN variant (affine / plain / none), one preset per BN variant like the
+#   ResNet. A probe at 30 epochs reached 99.9 / 99.8 / 98.9% train accuracy at WD 1e-4 / 1e-3 /
 #   1e-2 (16 channels are little capacity for 4000 digits).
 # - ResNet-8 w8 (8 / 16 / 32 channels, 32-d feature), 30 epochs: 21 runs x 30 x ~3.6 s = ~38 min
 #   per BN variant (63 runs ~1.9 h, too close to a session's 2 hours of background compute, so
