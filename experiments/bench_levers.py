@@ -35,7 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vs_torch import (BATCH, CLASSES, DEPTH, N_FULL, grid,  # noqa: E402
+from bench_vs_torch import (BATCH, DEPTH, N_FULL, _jax_sweep, _load, grid,  # noqa: E402
                             steps_per_epoch, versions, worker_data)
 from bench_workers import run_worker, worker_main  # noqa: E402
 
@@ -56,21 +56,13 @@ def worker_time(spec):
     import numpy as np
 
     import jax
-    import nc_jax
-    from nc_jax.config import DataConfig, ModelConfig, OptimConfig, SweepConfig
-    from nc_jax.data import Dataset
-    d = np.load(spec["data"])
-    data = Dataset(d["x"], d["y"].astype("int32"), CLASSES, {"kind": "bench"})
+    x, y = _load(spec["data"])
     wds, seeds = grid(spec["k"])
 
     def call(epochs, wds, seeds):
-        cfg = SweepConfig(model=ModelConfig(depth=DEPTH, width=spec["width"], bn="affine"),
-                          optim=OptimConfig(epochs=epochs, batch_size=BATCH, lr_decay_epochs=()),
-                          data=DataConfig(n=len(data.y) - len(data.y) % CLASSES or CLASSES),
-                          weight_decays=tuple(wds),
-                          seeds=tuple(seeds), vmap_runs=spec["vmap_runs"])
-        epc = spec["epochs_per_call"] or epochs
-        return nc_jax.run_sweep(cfg, data, progress=False, epochs_per_call=epc)
+        return _jax_sweep(x, y, spec["width"], wds, seeds, epochs, decay=(),
+                          vmap_runs=spec["vmap_runs"],
+                          epochs_per_call=spec["epochs_per_call"] or epochs)[0]
 
     call(1, wds[:1], seeds[:1])
     times = {}
@@ -123,7 +115,8 @@ def main(argv=None):
     doc = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                        "load_average_at_start": os.getloadavg(), **versions()},
-           "settings": {**s, "depth": DEPTH, "batch": BATCH, "levers": {n: LEVERS[n] for n in names}}}
+           "settings": {**s, "depth": DEPTH, "batch": BATCH,
+                        "levers": {n: LEVERS[n] for n in names}}}
     print(f"# bench_levers {doc['date']}  {doc['machine']['platform']}  cpus={os.cpu_count()}  "
           f"load={os.getloadavg()[0]:.2f}  jax {doc['machine']['jax']}", flush=True)
     tmp = tempfile.mkdtemp(prefix="bench_levers_")

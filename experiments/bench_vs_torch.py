@@ -100,7 +100,8 @@ def worker_data(spec):
     return {"n": data.n, "class_counts": data.class_counts().tolist()}
 
 
-def _jax_sweep(x, y, width, wds, seeds, epochs, decay=None):
+def _jax_sweep(x, y, width, wds, seeds, epochs, decay=None, vmap_runs=0, epochs_per_call=1):
+    """nc-jax's public `run_sweep` on the exported data: (SweepResult, Dataset)."""
     import nc_jax
     from nc_jax.config import DataConfig, ModelConfig, OptimConfig, SweepConfig
     from nc_jax.data import Dataset
@@ -108,8 +109,8 @@ def _jax_sweep(x, y, width, wds, seeds, epochs, decay=None):
     cfg = SweepConfig(model=ModelConfig(depth=DEPTH, width=width, bn="affine"),
                       optim=OptimConfig(epochs=epochs, batch_size=BATCH, lr_decay_epochs=decay),
                       data=DataConfig(n=len(y) - len(y) % CLASSES or CLASSES),
-                      weight_decays=tuple(wds), seeds=tuple(seeds))
-    return nc_jax.run_sweep(cfg, data, progress=False), data
+                      weight_decays=tuple(wds), seeds=tuple(seeds), vmap_runs=vmap_runs)
+    return nc_jax.run_sweep(cfg, data, progress=False, epochs_per_call=epochs_per_call), data
 
 
 def _torch_train(kind, x, y, width, wds, seeds, epochs, threads, features=False, decay=None):
@@ -281,6 +282,15 @@ def targets(rows):
         if r[key] is not None}  # a framework left out (--frameworks) measures no ratio
 
 
+def frameworks(text: str) -> list:
+    """--frameworks as a list in FRAMEWORKS order, jax always first; unknown names refused."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in names if v not in FRAMEWORKS]
+    if bad:
+        raise SystemExit(f"bench_vs_torch: unknown framework(s) {bad}; known: {list(FRAMEWORKS)}")
+    return ["jax"] + [f for f in FRAMEWORKS[1:] if f in names]
+
+
 def versions():
     def v(p):
         try:
@@ -331,8 +341,7 @@ def main(argv=None):
          "epochs_long": args.epochs_long or (4 if q else 10),
          "n": args.n or (300 if q else N_FULL), "xla_flags": args.xla_flags,
          "threads": args.torch_threads or cpus(), "quick": q, "cache_dir": None,
-         "frameworks": ["jax"] + [f for f in FRAMEWORKS[1:]
-                                  if f in [v.strip() for v in args.frameworks.split(",")]]}
+         "frameworks": frameworks(args.frameworks)}
     if s["epochs_long"] <= s["epochs_short"]:
         raise SystemExit("bench_vs_torch: --epochs-long must exceed --epochs-short")
     if s["n"] % BATCH == 1:

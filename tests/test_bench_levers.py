@@ -1,4 +1,4 @@
-"""experiments/bench_levers.py: its summary (rates, ratios, bit-identity) and a tiny end-to-end run."""
+"""experiments/bench_levers.py: its summary (rates, ratios, bit-identity) and a tiny run."""
 import json
 import os
 import sys

@@ -192,3 +192,10 @@ def test_agreement_check_flags_a_shifted_measure():
     bad = bvt.compare({"jax": runs(0), "torch_seq": runs(0.2), "torch_bat": runs(0)}, [1, 2], 6)
     assert not any(r["ok"] for r in bad if r["fw"] == "torch_seq")
     assert all(r["ok"] for r in bad if r["fw"] == "torch_bat")
+
+
+def test_frameworks_option_keeps_jax_and_refuses_unknown_names():
+    assert bvt.frameworks("torch_bat") == ["jax", "torch_bat"]
+    assert bvt.frameworks("torch_bat, jax,torch_seq") == list(bvt.FRAMEWORKS)
+    with pytest.raises(SystemExit, match=r"unknown framework\(s\) \['torch_bmm'\]"):
+        bvt.frameworks("jax,torch_bmm")
