@@ -111,7 +111,10 @@ def presets() -> dict:
             **loss_groups(4, 12, 6, losses=("mse", "label_smoothing"), wds=QUICK_WDS,
                           seeds=(0,), record_every=2)},
     }
-    for loss in LOSSES:  # "cnn ce" is the config of "cnn affine", under the loss panel's name
+    # "cnn ce" is the config of "cnn affine" under the loss panel's name: the committed paper-loss
+    # merges paper-cnn-affine with `--rename "cnn affine=cnn ce"` instead of training it again
+    # (a group's name does not enter its runs; tests/test_images.py)
+    for loss in LOSSES:
         out[f"paper-loss-{loss}"] = (lambda loss=loss: loss_groups(
             **CNN, epochs=CNN_EPOCHS, losses=(loss,), **CNN_SCHEDULE))
     for bn in BN_VARIANTS:
@@ -176,16 +179,26 @@ register_experiment(Experiment(
 
 # ---- merging per-variant presets -------------------------------------------------------------
 
-def merge_results(out_dir: str, parts, preset: str) -> dict:
+def merge_results(out_dir: str, parts, preset: str, rename=None) -> dict:
     """One results document (and its figures) in `out_dir` from the results directories `parts`
     of the per-variant presets (e.g. paper-cnn-affine, -plain, -none), so that the Figure 3.1
     panel shows every BN variant. The parts must all be experiment `images` on the same data
-    and have distinct groups; runs, configs and timings are concatenated in the given order."""
+    and have distinct groups; runs, configs and timings are concatenated in the given order.
+
+    rename: {old group: new group}, applied to every part before joining. A group's name does not
+    enter its random keys (they come from the config's seeds), so two groups with equal configs
+    train the same runs: e.g. "cnn affine" of paper-cnn-affine *is* the loss panel's "cnn ce",
+    and renaming it saves training that group again. Every old name must be a group of a part."""
     from nc_jax.config import SweepConfig
     from nc_jax.results import load_results, write_results
     docs = [load_results(p) for p in parts]
     if not docs:
         raise ValueError("merge: name at least one results directory")
+    rename = dict(rename or {})
+    unknown = set(rename) - {g for d in docs for g in d.get("configs", {})}
+    if unknown:
+        raise ValueError(f"merge: --rename names group(s) {sorted(unknown)} that no part has")
+    docs = [_renamed(d, rename) for d in docs]
     configs, runs, timing = {}, [], {}
     for p, d in zip(parts, docs):
         if d.get("experiment") != "images":
@@ -200,11 +213,21 @@ def merge_results(out_dir: str, parts, preset: str) -> dict:
         timing.update(d.get("timing") or {})
     extra = {"wall_time_s": sum(d.get("wall_time_s") or 0.0 for d in docs), "timing": timing,
              "data": docs[0].get("data"), "merged_from": [os.path.abspath(p) for p in parts],
-             "merged_presets": [d.get("preset") for d in docs]}
+             "merged_presets": [d.get("preset") for d in docs], "renamed_groups": rename}
     write_results(out_dir, "images", preset, configs, runs, extra)
     doc = load_results(out_dir)
     plot_images(doc, out_dir)
     return doc
+
+
+def _renamed(doc: dict, rename: dict) -> dict:
+    """`doc` with its groups renamed by {old: new} (configs, runs, timing)."""
+    if not rename:
+        return doc
+    new = lambda g: rename.get(g, g)  # noqa: E731
+    return dict(doc, configs={new(g): c for g, c in doc["configs"].items()},
+                runs=[dict(r, group=new(r["group"])) for r in doc["runs"]],
+                timing={new(g): t for g, t in (doc.get("timing") or {}).items()})
 
 
 def merge_main(argv=None) -> int:
@@ -214,9 +237,17 @@ def merge_main(argv=None) -> int:
     ap.add_argument("parts", nargs="+", help="results directories of per-variant presets")
     ap.add_argument("--out", required=True, help="directory of the merged results.json")
     ap.add_argument("--preset", default="merged", help="preset name recorded (e.g. paper-cnn)")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                    help="rename group OLD to NEW (repeatable), e.g. 'cnn affine=cnn ce'")
     args = ap.parse_args(argv)
     try:
-        doc = merge_results(args.out, args.parts, args.preset)
+        rename = {}
+        for item in args.rename:
+            old, sep, new = item.partition("=")
+            if not sep or not old.strip() or not new.strip():
+                raise ValueError(f"merge: --rename {item!r} is not of the form OLD=NEW")
+            rename[old.strip()] = new.strip()
+        doc = merge_results(args.out, args.parts, args.preset, rename)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

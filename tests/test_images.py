@@ -129,3 +129,35 @@ def test_merge_joins_per_variant_results(smoke, tmp_path, capsys):
     # the same group twice is refused
     assert merge_main(["--out", str(tmp_path / "bad"), parts[0], parts[0]]) == 2
     assert "appear in another part" in capsys.readouterr().err
+    # ... unless renamed: the group, its runs and its timing take the new name
+    ren = str(tmp_path / "renamed")
+    assert merge_main(["--out", ren, "--rename", "cnn affine=cnn ce", parts[0], parts[0]]) == 2
+    assert "appear in another part" in capsys.readouterr().err  # renamed in both parts alike
+    assert merge_main(["--out", ren, "--rename", "cnn affine = cnn ce", parts[0]]) == 0
+    with open(os.path.join(ren, "results.json")) as f:
+        r = json.load(f)
+    assert [x["group"] for x in r["runs"]] == ["cnn ce", "cnn ce", "cnn mse"]
+    assert sorted(r["configs"]) == ["cnn ce", "cnn mse"] and sorted(r["timing"]) == sorted(
+        r["configs"]) and r["renamed_groups"] == {"cnn affine": "cnn ce"}
+    assert r["configs"]["cnn ce"] == doc["configs"]["cnn affine"]
+    assert os.path.exists(os.path.join(ren, "losses_cnn.png"))
+    for bad, msg in ((["--rename", "cnn plain=x"], "no part has"),
+                     (["--rename", "cnn affine"], "not of the form OLD=NEW")):
+        assert merge_main(["--out", ren, *bad, parts[0]]) == 2
+        assert msg in capsys.readouterr().err
+
+
+def test_group_name_does_not_enter_the_runs(tmp_path):
+    """Why `merge --rename` may stand one group in for another with an equal config: the same
+    config trained under two group names gives bit-identical runs."""
+    import numpy as np
+
+    from nc_jax.catalog_images import presets
+    from nc_jax.experiment import run_group
+    cfg = presets()["smoke"]()["cnn affine"]
+    a, _ = run_group(cfg, group="cnn affine", progress=False)
+    b, _ = run_group(cfg, group="cnn ce", progress=False)
+    assert [x["group"] for x in b] == ["cnn ce"] * len(a)
+    for x, y in zip(a, b):
+        for k in ("train_accuracy", "train_loss", "min_intra", "mean_inter", "test_accuracy"):
+            np.testing.assert_array_equal(x[k], y[k])
