@@ -34,14 +34,14 @@ from typing import Dict, List, Optional
 
 import jax
 
-from nc_jax.checkpoint import (CheckpointError, OutDirError, check_software, checkpoint_epoch,
-                               config_differences, prepare_out_dir, read_checkpoint)
+from nc_jax.checkpoint import CheckpointError, OutDirError, prepare_out_dir
 from nc_jax.compile_cache import enable_compile_cache
 from nc_jax.config import PRESETS, ConfigError, SweepConfig
 from nc_jax.distributed import is_main_process
 from nc_jax.experiment import (Experiment, check_reanalysable, get_experiment, run_experiment)
 from nc_jax.files import CHECKPOINT_NAME
 from nc_jax.lock import OutDirLock
+from nc_jax.outdir import own_results, report_preemption, resume_notes
 from nc_jax.preempt import Preempted, PreemptionGuard
 from nc_jax.results import load_results, runs_table, write_results
 
@@ -159,7 +159,8 @@ def _overrides(args) -> List[str]:
     values = (("model.name", args.model), ("loss.name", args.loss), ("model.bn", args.bn),
               ("model.depth", args.depth), ("model.width", args.width),
               ("optim.epochs", args.epochs),
-              ("weight_decays", None if args.weight_decays is None else _floats(args.weight_decays)),
+              ("weight_decays",
+               None if args.weight_decays is None else _floats(args.weight_decays)),
               ("seeds", None if args.seeds is None else _ints(args.seeds)),
               ("runs_per_device", args.runs_per_device),
               ("checkpoint_every", args.checkpoint_every))
@@ -198,95 +199,6 @@ def _command(argv, experiment: Optional[str], *, for_resume: bool = False) -> st
     if for_resume:  # argparse also accepts any unambiguous prefix of --overwrite
         argv = [a for a in argv if not (a.startswith("--ov") and "--overwrite".startswith(a))]
     return shlex.join(prog + argv)
-
-
-def _no_default_test_size(d) -> dict:
-    """A config dict without `data.test_size` when it is 0: results.json files written before
-    the field existed lack it, and must still count as this run's (e.g. for --reanalyse)."""
-    if not isinstance(d, dict) or not isinstance(d.get("data"), dict) or d["data"].get("test_size"):
-        return d
-    return {**d, "data": {k: v for k, v in d["data"].items() if k != "test_size"}}
-
-
-def _same_configs(stored: Optional[dict], configs: Dict[str, SweepConfig]) -> bool:
-    if not isinstance(stored, dict) or sorted(stored) != sorted(configs):
-        return False
-    return not any(config_differences(_no_default_test_size(stored[g]),
-                                      _no_default_test_size(c.to_dict()))
-                   for g, c in configs.items())
-
-
-def _own_results(out: str, exp: Experiment, preset: str, configs: Dict[str, SweepConfig], *,
-                 overwrite: bool, action: str, compare_configs: bool = True) -> Optional[dict]:
-    """results.json of `out` when it is this very run's (same experiment, preset and, with
-    `compare_configs`, configs), None when there is none (or `overwrite` allows replacing
-    another's); any other results are refused, so `action` never overwrites another
-    experiment's results and figures."""
-    res_file = os.path.join(out, "results.json")
-    if not os.path.exists(res_file):
-        return None
-    try:
-        doc = load_results(out)
-        if not isinstance(doc, dict):
-            raise ValueError("not a results document")
-    except (OSError, ValueError) as e:
-        if overwrite:
-            return None
-        raise OutDirError(f"{res_file} cannot be read ({e}); {action} would replace it: pass "
-                          f"--overwrite to do so, or choose another --out") from e
-    if (doc.get("experiment") == exp.name and doc.get("preset") == preset
-            and (not compare_configs or _same_configs(doc.get("configs"), configs))):
-        return doc
-    if overwrite:
-        return None
-    theirs = f"experiment {doc.get('experiment')!r}, preset {doc.get('preset')!r}"
-    if doc.get("experiment") == exp.name and doc.get("preset") == preset:
-        theirs += ", another configuration"
-    raise OutDirError(f"output directory {out} holds results of another run ({theirs}); {action} "
-                      f"would overwrite them and their figures: pass --overwrite to replace "
-                      f"them, or choose another --out")
-
-
-def _resume_notes(out: str, found: List[str], ckpts: Dict[str, SweepConfig], allow: bool) -> None:
-    """Say what resumes from where, and refuse (before any data is made or compiled) an
-    unfinished checkpoint of other software."""
-    for c in found:
-        path = os.path.join(out, c)
-        meta = read_checkpoint(path)[0]
-        epoch, total = int(meta["epoch"]), ckpts[c].optim.epochs
-        if epoch < total:
-            note = check_software(path, meta, allow_version_change=allow)
-            if note:
-                print(f"warning: {note}\n--allow-version-change: continuing anyway",
-                      file=sys.stderr)
-        print(f"resuming from {path} (epoch {epoch} of {total})", file=sys.stderr)
-
-
-def _report_preemption(p: Preempted, out: Optional[str], ckpts: Dict[str, SweepConfig],
-                       command: str) -> None:
-    if not is_main_process():
-        return
-    lines = [f"interrupted by {p.signal_name}: stopped after the last complete compiled chunk."]
-    if out is None:
-        lines.append("Nothing was saved: without --out a sweep keeps no checkpoint (pass --out "
-                     "DIR to make it resumable).")
-    else:
-        saved = []
-        for c, cfg in ckpts.items():
-            path = os.path.join(out, c)
-            try:
-                ep = checkpoint_epoch(path)
-            except CheckpointError as e:
-                saved.append(f"  {path}: unreadable ({e})")
-                continue
-            if ep is not None:
-                saved.append(f"  {path}: epoch {ep} of {cfg.optim.epochs}")
-        if saved:
-            lines += ["Checkpoints saved:"] + saved + [f"Resume with the same command: {command}"]
-        else:
-            lines.append(f"No checkpoint was written yet (stopped before the first chunk ended); "
-                         f"the same command starts afresh: {command}")
-    print("\n".join(lines), file=sys.stderr)
 
 
 def main(argv=None, experiment: Optional[str] = None) -> int:
@@ -346,7 +258,7 @@ def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, c
         pass
     elif args.reanalyse:
         check_reanalysable(exp, configs, out, args.preset)
-        previous = _own_results(out, exp, args.preset, configs, overwrite=args.overwrite,
+        previous = own_results(out, exp, args.preset, configs, overwrite=args.overwrite,
                                 action="--reanalyse")
     else:
         found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
@@ -358,12 +270,12 @@ def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, c
                                   f"write elsewhere, or --reanalyse to recompute them from the "
                                   f"checkpoints")
             # the checkpoint's identity check names any differing config field
-            _own_results(out, exp, args.preset, configs, overwrite=False, action="resuming",
+            own_results(out, exp, args.preset, configs, overwrite=False, action="resuming",
                          compare_configs=False)
         prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
                         checkpoint_name=found[0] if found else CHECKPOINT_NAME,
                         artifacts=tuple(ckpts) + ("results.json", "results.csv"))
-        _resume_notes(out, found, ckpts, args.allow_version_change)
+        resume_notes(out, found, ckpts, args.allow_version_change)
     t0 = time.perf_counter()
     try:
         with PreemptionGuard() as guard:
@@ -372,7 +284,7 @@ def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, c
             wall = time.perf_counter() - t0
             _finish(args, exp, configs, out, runs, extra, previous, wall)
     except Preempted as p:
-        _report_preemption(p, out, ckpts, resume_command)
+        report_preemption(p, out, ckpts, resume_command)
         return p.exit_code
     if guard.signum is not None and is_main_process():
         print(f"({signal.Signals(guard.signum).name} arrived after training: the results above "
@@ -387,7 +299,7 @@ def _finish(args, exp: Experiment, configs, out: Optional[str], runs: List[dict]
         extra["reanalysed"] = True
         if previous is not None:
             # the training times are those of the run that wrote the checkpoints (only ever
-            # taken from this run's own results: `_own_results`)
+            # taken from this run's own results: `own_results`)
             extra.update({k: previous[k] for k in ("wall_time_s", "timing") if k in previous})
             extra["reanalysis_wall_time_s"] = wall
     if out is not None and is_main_process():

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from nc_jax.cli import _same_configs
+from nc_jax.outdir import same_configs
 from nc_jax.config import ConfigError, DataConfig, SweepConfig
 from nc_jax.data import load_npz, make_dataset, split_heldout, teacher_dataset
 from nc_jax.experiment import data_summary, run_group
@@ -105,8 +105,8 @@ def test_old_configs_and_checkpoint_identities_stay_compatible():
     old = cfg.to_dict()
     del old["data"]["test_size"]  # a results.json / checkpoint written before the field
     assert SweepConfig.from_dict(old) == cfg and cfg.data.test_size == 0
-    assert _same_configs({"g": old}, {"g": cfg})
-    assert not _same_configs({"g": old}, {"g": cfg.replace(data=dataclasses.replace(
+    assert same_configs({"g": old}, {"g": cfg})
+    assert not same_configs({"g": old}, {"g": cfg.replace(data=dataclasses.replace(
         cfg.data, test_size=40))})
     data = make_dataset(cfg.data)
     kw = dict(weight_decays=[1e-4], seeds=[0], learning_rates=[0.05], chunk_epochs=1)
