@@ -3,17 +3,34 @@ the chosen metrics (converged runs; with --all every run that did not fail, as t
 them), and how many seeds converged (100% train accuracy, BN eval mode).
 
     python experiments/summarize.py experiments/results/fig3_1/paper --keys min_intra,max_inter,nc1
+
+A key `layers[i].<name>` reads a per-layer measure of runs analysed with layers (`--layers`), e.g.
+`layers[-1].eval_centered_mean_inter` (the last feature layer, cosines of the class means with
+the global mean removed).
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import re
 import sys
 
 import numpy as np
 
 from nc_jax.plotting import failed
 from nc_jax.results import load_results
+
+
+_LAYER_KEY = re.compile(r"layers\[(-?\d+)\]\.(\w+)$")
+
+
+def value(run: dict, key: str):
+    """run[key], or for `layers[i].<name>` the measure <name> of layer i (None when absent)."""
+    m = _LAYER_KEY.match(key)
+    if m is None:
+        return run.get(key)
+    layers, i = run.get("layers") or [], int(m.group(1))
+    return layers[i].get(m.group(2)) if -len(layers) <= i < len(layers) else None
 
 
 def summary_table(runs, keys=("min_intra", "max_inter", "nc1"), all_runs: bool = False) -> str:
@@ -27,7 +44,7 @@ def summary_table(runs, keys=("min_intra", "max_inter", "nc1"), all_runs: bool =
         used = [r for r in rs if not failed(r)] if all_runs else conv
         vals = []
         for k in keys:
-            v = [r[k] for r in used if r.get(k) is not None]
+            v = [value(r, k) for r in used if value(r, k) is not None]
             f = 4 if "accuracy" in k else 3  # 0.9997 is not 1.000: the thesis' rule
             vals.append(f"{np.mean(v):.{f}f} ± {np.std(v):.{f}f}" if v else "—")
         lines.append(f"| {g} | {wd:g} | {len(conv)}/{len(rs)} | " + " | ".join(vals) + " |")

@@ -220,6 +220,15 @@ def test_summary_table_means_over_converged_seeds():
     assert "| affine | 0.001 | 2/3 | 0.600 ± 0.100 |" in table
 
 
+def test_summary_table_reads_per_layer_measures():
+    summ = _load("summarize")
+    runs = [{"group": "g", "weight_decay": 1e-3, "converged": True,
+             "layers": [{"m": 9.0}, {"m": v}]} for v in (0.25, 0.75)]
+    runs.append({"group": "g", "weight_decay": 1e-3, "converged": True})  # no layers: skipped
+    table = summ.summary_table(runs, keys=("layers[-1].m", "layers[0].m", "layers[2].m"))
+    assert "| g | 0.001 | 3/3 | 0.500 ± 0.250 | 9.000 ± 0.000 | — |" in table
+
+
 def test_summary_table_all_runs_keeps_unconverged_but_not_failed():
     summ = _load("summarize")
     runs = [{"group": "affine", "weight_decay": 1e-3, "converged": c, "min_intra": v,
