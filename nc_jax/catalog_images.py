@@ -139,10 +139,25 @@ def _heldout(runs):
             for r in runs if "test_min_intra" in r]
 
 
+def _centered(runs):
+    """The runs with the last feature layer's cosines of *centered* features (global mean
+    removed, BN in eval mode) in place of the thesis' uncentered ones. A ResNet's features are
+    GAPs of ReLU outputs, hence non-negative, and their uncentered cosines cannot go below 0:
+    the centered ones show the simplex geometry that the uncentered ones hide."""
+    out = []
+    for r in runs:
+        last = (r.get("layers") or [{}])[-1]
+        if "eval_centered_min_intra" in last:
+            out.append(dict(r, min_intra=last["eval_centered_min_intra"],
+                            max_inter=last["eval_centered_max_inter"]))
+    return out
+
+
 def plot_images(doc, out_dir):
-    """Per model: Figure 3.1 (min intra / max inter vs WD per BN variant) on the training and on
-    the held-out features; per loss comparison the same with one line per loss; per group the
-    NC training curves and the per-block measures (Figure 3.3 style, dotted: effective depth)."""
+    """Per model: Figure 3.1 (min intra / max inter vs WD per BN variant) on the training
+    features, on the training features centered (`_centered`) and on the held-out features; per
+    loss comparison the same with one line per loss; per group the NC training curves and the
+    per-block measures (Figure 3.3 style, dotted: effective depth)."""
     runs = doc["runs"]
     c = (doc.get("data") or {}).get("num_classes") or 10
     groups = list(dict.fromkeys(r["group"] for r in runs))
@@ -155,6 +170,8 @@ def plot_images(doc, out_dir):
             what = "BN variant" if kind == "bn" else "loss (affine BN)"
             stem = f"fig3_1_{model}" if kind == "bn" else f"losses_{model}"
             for rs, name, on in ((sel, stem, "training"),
+                                 (_centered(sel), f"{stem}_centered",
+                                  "centered (global mean removed) training"),
                                  (_heldout(sel), f"{stem}_heldout", "held-out")):
                 if rs:
                     plot_wd_bn(rs, os.path.join(out_dir, f"{name}.png"), num_classes=c,

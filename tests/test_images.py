@@ -85,9 +85,10 @@ def test_plot_images_draws_training_and_heldout_panels(smoke, tmp_path, monkeypa
 
     monkeypatch.setattr(ci, "plot_wd_bn", fake_plot_wd_bn)
     ci.plot_images(doc, str(tmp_path))
-    assert sorted(drawn) == ["fig3_1_cnn.png", "fig3_1_cnn_heldout.png", "fig3_1_resnet.png",
-                             "fig3_1_resnet_heldout.png", "losses_cnn.png",
-                             "losses_cnn_heldout.png"]
+    assert sorted(drawn) == ["fig3_1_cnn.png", "fig3_1_cnn_centered.png",
+                             "fig3_1_cnn_heldout.png", "fig3_1_resnet.png",
+                             "fig3_1_resnet_centered.png", "fig3_1_resnet_heldout.png",
+                             "losses_cnn.png", "losses_cnn_centered.png", "losses_cnn_heldout.png"]
     # the Figure 3.1 panel of a model: its BN groups, named by BN variant (the colors of
     # plot_wd_bn); the loss panel: the loss groups, named by loss
     assert {r["group"] for r in drawn["fig3_1_cnn.png"]} == {"affine"}
@@ -100,6 +101,10 @@ def test_plot_images_draws_training_and_heldout_panels(smoke, tmp_path, monkeypa
     for r in drawn["fig3_1_cnn.png"]:
         src = by_seed[("cnn " + r["group"], r["weight_decay"])]
         assert r["min_intra"] == src["min_intra"]
+    for r in drawn["fig3_1_resnet_centered.png"]:  # the head's input, centered, eval mode
+        last = by_seed[("resnet " + r["group"], r["weight_decay"])]["layers"][-1]
+        assert (r["min_intra"], r["max_inter"]) == (last["eval_centered_min_intra"],
+                                                    last["eval_centered_max_inter"])
     for name in ("cnn_affine", "resnet_none", "cnn_mse"):
         assert os.path.exists(tmp_path / f"training_curves_{name}.png")
         assert os.path.exists(tmp_path / f"layers_{name}.png")
