@@ -80,7 +80,8 @@ def loss_groups(depth: int, width: int, epochs: int, losses=tuple(LOSSES), **kw)
 #   1e-2 (16 channels are little capacity for 4000 digits).
 # - ResNet-8 w8 (8 / 16 / 32 channels, 32-d feature), 30 epochs: 21 runs x 30 x ~3.6 s = ~38 min
 #   per BN variant (63 runs ~1.9 h, too close to a session's 2 hours of background compute, so
-#   one preset per variant). The probe (30 epochs): 100 / 99.98 / 99.6%.
+#   one preset per variant). The probe (30 epochs): 100 / 99.98 / 99.6%. The paper runs took
+#   46 / 37 / 33 min (affine / plain / none; affine with the test suite beside it).
 # `python experiments/images.py merge` joins the three ResNet parts for the Figure 3.1 panel.
 CNN = dict(depth=4, width=16)
 RESNET = dict(depth=8, width=8)
