@@ -44,7 +44,7 @@ def summary_table(runs, keys=("min_intra", "max_inter", "nc1"), all_runs: bool =
         used = [r for r in rs if not failed(r)] if all_runs else conv
         vals = []
         for k in keys:
-            v = [value(r, k) for r in used if value(r, k) is not None]
+            v = [x for x in (value(r, k) for r in used) if x is not None]
             f = 4 if "accuracy" in k else 3  # 0.9997 is not 1.000: the thesis' rule
             vals.append(f"{np.mean(v):.{f}f} ± {np.std(v):.{f}f}" if v else "—")
         lines.append(f"| {g} | {wd:g} | {len(conv)}/{len(rs)} | " + " | ".join(vals) + " |")

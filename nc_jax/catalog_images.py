@@ -134,10 +134,16 @@ def _split(group: str):
     return model, variant
 
 
+def _cosines_from(runs, source, prefix: str):
+    """The runs that have `<prefix>min_intra` in `source(run)`, with those cosines in place of
+    the training ones (the rest of the run, e.g. `converged`, unchanged)."""
+    return [dict(r, min_intra=src[f"{prefix}min_intra"], max_inter=src[f"{prefix}max_inter"])
+            for r in runs for src in (source(r),) if f"{prefix}min_intra" in src]
+
+
 def _heldout(runs):
-    """The runs with the held-out cosines in place of the training ones (same `converged`)."""
-    return [dict(r, min_intra=r.get("test_min_intra"), max_inter=r.get("test_max_inter"))
-            for r in runs if "test_min_intra" in r]
+    """The runs with the held-out cosines in place of the training ones."""
+    return _cosines_from(runs, lambda r: r, "test_")
 
 
 def _centered(runs):
@@ -145,13 +151,7 @@ def _centered(runs):
     removed, BN in eval mode) in place of the thesis' uncentered ones. A ResNet's features are
     GAPs of ReLU outputs, hence non-negative, and their uncentered cosines cannot go below 0:
     the centered ones show the simplex geometry that the uncentered ones hide."""
-    out = []
-    for r in runs:
-        last = (r.get("layers") or [{}])[-1]
-        if "eval_centered_min_intra" in last:
-            out.append(dict(r, min_intra=last["eval_centered_min_intra"],
-                            max_inter=last["eval_centered_max_inter"]))
-    return out
+    return _cosines_from(runs, lambda r: (r.get("layers") or [{}])[-1], "eval_centered_")
 
 
 def plot_images(doc, out_dir):
