@@ -106,6 +106,7 @@ def conjecture_321(runs):
             gap.append(r["output_min_intra"] - r["output_max_inter"])
         diffs = np.diff(np.array(gap))
         rows.append({"weight_decay": r["weight_decay"], "seed": r["seed"],
+                     "network": f"{r.get('group', 'affine')}, depth {len(r['layers']) + 1}",
                      "eps_star": float(max(0.0, -diffs.min())) if len(diffs) else 0.0,
                      "eps_star_hidden": float(max(0.0, -diffs[:len(r["layers"]) - 1].min()))
                      if len(r["layers"]) > 1 else 0.0,
@@ -142,6 +143,44 @@ def conjecture_322(runs):
             "supported": None if pairs == 0 else violations == 0, "per_seed": rows}
 
 
+def worst_by_wd(results) -> list:
+    """One row per (conjecture, data set, network) of 3.1.1 and 3.2.1: at each WD the largest
+    eps* over its converged seeds and their number, [(conjecture, data, network, {wd: (eps*,
+    n)})]. 3.1.1's eps* at a WD compares it with the smaller WDs of the same seed."""
+    rows = []
+    for c in results:
+        if c["conjecture"] == "3.1.1":
+            per = [(r["group"], float(w), e) for r in c["per_seed"]
+                   for w, e in r["eps_star_by_wd"].items()]  # keys written with :g
+        elif c["conjecture"] == "3.2.1":
+            per = [(r["network"], float(f"{r['weight_decay']:g}"), r["eps_star"])
+                   for r in c["per_run"]]
+        else:
+            continue
+        cells = {}
+        for net, w, e in per:
+            worst, n = cells.setdefault(net, {}).get(w, (0.0, 0))
+            cells[net][w] = (max(worst, e), n + 1)
+        rows += [(c["conjecture"], c["data"], net, v) for net, v in cells.items()]
+    return rows
+
+
+def render_by_wd(results) -> list:
+    """Markdown lines of `worst_by_wd`: a column per WD, "eps* (converged seeds)"."""
+    rows = worst_by_wd(results)
+    if not rows:
+        return []
+    wds = sorted({w for *_, v in rows for w in v})
+    lines = ["", "eps* per WD and data set (the largest over converged seeds; their number in "
+             "brackets; — = no converged run):", "",
+             "| conjecture | data | network | " + " | ".join(f"{w:g}" for w in wds) + " |",
+             "|---|---|---|" + "---|" * len(wds)]
+    for conj, data, net, v in rows:
+        lines.append(f"| {conj} | {data} | {net} | " + " | ".join(
+            f"{v[w][0]:.3f} ({v[w][1]})" if w in v else "—" for w in wds) + " |")
+    return lines
+
+
 def render(results) -> str:
     lines = ["| conjecture | data | claim | measure | supported |", "|---|---|---|---|---|"]
     for c in results:
@@ -151,6 +190,7 @@ def render(results) -> str:
             m = f"{c['violating_pairs']} of {c['pairs']} WD pairs violate"
         s = {None: "no data", True: "yes", False: "**no**"}[c["supported"]]
         lines.append(f"| {c['conjecture']} | {c['data']} | {c['claim']} | {m} | {s} |")
+    lines += render_by_wd(results)
     for c in results:
         if c["conjecture"] == "3.1.1" and c["per_seed"]:
             wds = sorted({float(w) for r in c["per_seed"] for w in r["eps_star_by_wd"]})

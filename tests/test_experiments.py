@@ -237,3 +237,28 @@ def test_summary_table_all_runs_keeps_unconverged_but_not_failed():
     table = summ.summary_table(runs, keys=("min_intra", "train_accuracy"), all_runs=True)
     # the chance-level run (0.1 <= 2/C) is left out; the 99.94% run is kept
     assert "| affine | 0.001 | 1/3 | 0.650 ± 0.150 | 0.9997 ± 0.0003 |" in table
+
+
+def test_conjectures_worst_eps_star_per_wd_and_data_set():
+    """The per-WD table: the largest eps* over seeds at each WD, per data set and network, with
+    the number of converged seeds (WDs written as float32-rounded numbers still share a column)."""
+    import numpy as np
+    conj = _load("conjectures")
+    runs = {"teacher": _run([(1e-4, 0.5), (1e-3, 0.9), (1e-2, 0.5)], seed=0)
+            + _run([(1e-4, 0.5), (1e-3, 0.6)], seed=1),
+            "conic": _run([(1e-4, 0.5), (1e-3, 0.4)], group="plain")}
+    lay = lambda vals: [{"min_intra": v, "max_inter": 0.0} for v in vals]  # noqa: E731
+    depth = [{"weight_decay": float(np.float32(1e-3)), "seed": s, "converged": True,
+              "layers": lay(v)} for s, v in ((0, [0.2, 0.9, 0.7]), (1, [0.2, 0.5, 0.4]))]
+    results = ([dict(conj.conjecture_311(r), data=d) for d, r in runs.items()]
+               + [dict(conj.conjecture_321(depth), data="conic")])
+    rows = {(c, d, n): v for c, d, n, v in conj.worst_by_wd(results)}
+    assert rows[("3.1.1", "teacher", "affine")] == {1e-4: (0.0, 2), 1e-3: (0.0, 2),
+                                                    1e-2: (pytest.approx(0.4 / math.log(10)), 1)}
+    assert rows[("3.1.1", "conic", "plain")] == {1e-4: (0.0, 1),
+                                                 1e-3: (pytest.approx(0.1 / math.log(10)), 1)}
+    # seed 0 drops 0.2 from layer 2 to 3, seed 1 0.1: the worst is 0.2, at the WD 1e-3 column
+    assert rows[("3.2.1", "conic", "affine, depth 4")] == {1e-3: (pytest.approx(0.2), 2)}
+    table = "\n".join(conj.render_by_wd(results))
+    assert "| 3.1.1 | teacher | affine | 0.000 (2) | 0.000 (2) | 0.174 (1) |" in table
+    assert "| 3.1.1 | conic | plain | 0.000 (1) | 0.043 (1) | — |" in table
