@@ -35,8 +35,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vs_torch import (BATCH, DEPTH, N_FULL, _jax_sweep, _load, grid,  # noqa: E402
-                            steps_per_epoch, versions, worker_data)
+from bench_torch_workers import (BATCH, DEPTH, N_FULL, _jax_sweep, _load,  # noqa: E402
+                                 worker_data)
+from bench_vs_torch import grid, steps_per_epoch, versions  # noqa: E402
 from bench_workers import run_worker, worker_main  # noqa: E402
 
 #: name -> (XLA_FLAGS, SweepConfig.vmap_runs, epochs_per_call or None = one call)
