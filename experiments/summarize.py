@@ -6,7 +6,8 @@ them), and how many seeds converged (100% train accuracy, BN eval mode).
 
 A key `layers[i].<name>` reads a per-layer measure of runs analysed with layers (`--layers`), e.g.
 `layers[-1].eval_centered_mean_inter` (the last feature layer, cosines of the class means with
-the global mean removed).
+the global mean removed); `max(layers.<name>)` / `min(layers.<name>)` its extreme over the
+layers, e.g. `max(layers.max_inter)` (Figure 3.3's mid-layer rise).
 """
 from __future__ import annotations
 
@@ -22,14 +23,21 @@ from nc_jax.results import load_results
 
 
 _LAYER_KEY = re.compile(r"layers\[(-?\d+)\]\.(\w+)$")
+_OVER_LAYERS = re.compile(r"(max|min)\(layers\.(\w+)\)$")
 
 
 def value(run: dict, key: str):
-    """run[key], or for `layers[i].<name>` the measure <name> of layer i (None when absent)."""
+    """run[key]; for `layers[i].<name>` the measure <name> of layer i; for `max(layers.<name>)`
+    / `min(layers.<name>)` its extreme over the layers (None when absent)."""
+    layers = run.get("layers") or []
+    m = _OVER_LAYERS.match(key)
+    if m is not None:
+        v = [lay[m.group(2)] for lay in layers if lay.get(m.group(2)) is not None]
+        return (max if m.group(1) == "max" else min)(v) if v else None
     m = _LAYER_KEY.match(key)
     if m is None:
         return run.get(key)
-    layers, i = run.get("layers") or [], int(m.group(1))
+    i = int(m.group(1))
     return layers[i].get(m.group(2)) if -len(layers) <= i < len(layers) else None
 
 

@@ -227,6 +227,9 @@ def test_summary_table_reads_per_layer_measures():
     runs.append({"group": "g", "weight_decay": 1e-3, "converged": True})  # no layers: skipped
     table = summ.summary_table(runs, keys=("layers[-1].m", "layers[0].m", "layers[2].m"))
     assert "| g | 0.001 | 3/3 | 0.500 ± 0.250 | 9.000 ± 0.000 | — |" in table
+    # extremes over the layers: per run max(9, v) and min(9, v), then mean ± std over runs
+    table = summ.summary_table(runs, keys=("max(layers.m)", "min(layers.m)", "max(layers.x)"))
+    assert "| g | 0.001 | 3/3 | 9.000 ± 0.000 | 0.500 ± 0.250 | — |" in table
 
 
 def test_summary_table_all_runs_keeps_unconverged_but_not_failed():
