@@ -106,7 +106,7 @@ def conjecture_321(runs):
             gap.append(r["output_min_intra"] - r["output_max_inter"])
         diffs = np.diff(np.array(gap))
         rows.append({"weight_decay": r["weight_decay"], "seed": r["seed"],
-                     "network": f"{r.get('group', 'affine')}, depth {len(r['layers']) + 1}",
+                     "network": f"{r.get('group', 'affine')}, depth {r.get('depth') or len(r['layers']) + 1}",
                      "eps_star": float(max(0.0, -diffs.min())) if len(diffs) else 0.0,
                      "eps_star_hidden": float(max(0.0, -diffs[:len(r["layers"]) - 1].min()))
                      if len(r["layers"]) > 1 else 0.0,

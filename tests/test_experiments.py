@@ -262,6 +262,9 @@ def test_conjectures_worst_eps_star_per_wd_and_data_set():
                                                  1e-3: (pytest.approx(0.1 / math.log(10)), 1)}
     # seed 0 drops 0.2 from layer 2 to 3, seed 1 0.1: the worst is 0.2, at the WD 1e-3 column
     assert rows[("3.2.1", "conic", "affine, depth 4")] == {1e-3: (pytest.approx(0.2), 2)}
+    # the run's own depth field names the network, not the count of its recorded layers
+    named = conj.conjecture_321([dict(depth[0], depth=7)])["per_run"][0]["network"]
+    assert named == "affine, depth 7"
     table = "\n".join(conj.render_by_wd(results))
     assert "| 3.1.1 | teacher | affine | 0.000 (2) | 0.000 (2) | 0.174 (1) |" in table
     assert "| 3.1.1 | conic | plain | 0.000 (1) | 0.043 (1) | — |" in table
