@@ -103,7 +103,7 @@ def _plot_fig3_3(doc, out_dir):
     runs = doc["runs"]
     plot_depth(runs, os.path.join(out_dir, "fig3_3.png"),
                title=f"Figure 3.3 ({doc['preset']}): NC across layers, depth "
-                     f"{runs[0]['depth']}, affine BN")
+                     f"{runs[0]['depth']}, affine BN", num_classes=_num_classes(doc))
     plot_training_curves(runs, os.path.join(out_dir, "training_curves.png"), group="affine")
     plot_theorem(runs, os.path.join(out_dir, "theorem.png"), num_classes=_num_classes(doc))
     plot_layer_modes(runs, os.path.join(out_dir, "layer_modes.png"),

@@ -84,16 +84,19 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     _save(fig, path)
 
 
-def plot_depth(runs: List[dict], path: str, title: str = "") -> None:
+def plot_depth(runs: List[dict], path: str, title: str = "", num_classes: int = 10) -> None:
     """Figure 3.3: per-layer NCC accuracy (green), min intra (blue), max inter (yellow) against
-    layer index, one panel per weight decay (mean over seeds; unconverged runs marked)."""
+    layer index, one panel per weight decay: mean +- std over the seeds that did not fail (as
+    Figure 3.1: a diverged or chance-level run, e.g. the zero network, has no geometry to
+    average); the title counts the seeds at 100% train accuracy and names failed ones."""
     wds = sorted({r["weight_decay"] for r in runs})
     ncol = min(4, len(wds))
     nrow = int(np.ceil(len(wds) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
     for ax, wd in zip(axes.flat, wds):
-        sel = [r for r in runs if r["weight_decay"] == wd and r.get("layers")]
-        conv = all(r["converged"] for r in sel) and bool(sel)
+        cell = [r for r in runs if r["weight_decay"] == wd and r.get("layers")]
+        sel = [r for r in cell if not failed(r, num_classes)]
+        n_conv, n_fail = sum(bool(r["converged"]) for r in cell), len(cell) - len(sel)
         if sel:
             for key, color, label in (("ncc_accuracy", "tab:green", "NCC accuracy"),
                                       ("min_intra", "tab:blue", "min intra"),
@@ -104,7 +107,8 @@ def plot_depth(runs: List[dict], path: str, title: str = "") -> None:
                             color=color, marker="o", ms=3, label=label, capsize=2)
             eds = [r["effective_depth"] for r in sel]
             ax.axvline(np.mean(eds), color="gray", ls=":", lw=1)
-        ax.set_title(f"WD {wd:g}" + ("" if conv else " (not converged)"), fontsize=9)
+        ax.set_title(f"WD {wd:g}: {n_conv}/{len(cell)} converged"
+                     + (f", {n_fail} failed" if n_fail else ""), fontsize=9)
         ax.set_xlabel("layer")
         ax.set_ylim(-1.05, 1.05)
     for ax in list(axes.flat)[len(wds):]:

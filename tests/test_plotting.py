@@ -60,3 +60,20 @@ def test_layer_modes_plot_draws_the_seed_mean_of_each_mode(monkeypatch, tmp_path
     plotting.plot_layer_modes([dict(_run(1e-3, 0, 1.0, 0.9), layers=[{"max_inter": 0.1}])],
                               str(tmp_path / "n.png"))
     assert len(figs) == 1
+
+
+def test_depth_plot_averages_the_seeds_that_did_not_fail(monkeypatch, tmp_path):
+    """A zero network (chance accuracy, every cosine 1) would drag a panel's mean toward 1: it is
+    left out of the per-layer means and named in the title with the converged count."""
+    def run(seed, acc, intra):
+        return {"weight_decay": 1e-2, "seed": seed, "train_accuracy": acc, "diverged": False,
+                "converged": acc == 1.0, "effective_depth": 3,
+                "layers": [{"ncc_accuracy": acc, "min_intra": v, "max_inter": 0.0} for v in intra]}
+    runs = [run(0, 1.0, [0.2, 0.6]), run(1, 0.9, [0.4, 0.8]), run(2, 0.1, [1.0, 1.0])]
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    plotting.plot_depth(runs, str(tmp_path / "d.png"))
+    ax = figs[0].axes[0]
+    assert ax.get_title() == "WD 0.01: 1/3 converged, 1 failed"
+    intra = [c for c in ax.containers if c.get_label() == "min intra"]
+    np.testing.assert_allclose(intra[0].lines[0].get_ydata(), [0.3, 0.7])  # seeds 0 and 1 only
