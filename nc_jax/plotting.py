@@ -114,7 +114,9 @@ def plot_depth(runs: List[dict], path: str, title: str = "", num_classes: int = 
     for ax in list(axes.flat)[len(wds):]:
         ax.axis("off")
     axes.flat[0].set_ylabel("value")
-    axes.flat[0].legend(fontsize=7)
+    drawn = [ax for ax in axes.flat if ax.containers]  # a panel whose seeds all failed is empty
+    if drawn:
+        drawn[0].legend(fontsize=7)
     fig.suptitle(title or "NC across layers (dotted: effective depth)")
     _save(fig, path)
 

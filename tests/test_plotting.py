@@ -77,3 +77,9 @@ def test_depth_plot_averages_the_seeds_that_did_not_fail(monkeypatch, tmp_path):
     assert ax.get_title() == "WD 0.01: 1/3 converged, 1 failed"
     intra = [c for c in ax.containers if c.get_label() == "min intra"]
     np.testing.assert_allclose(intra[0].lines[0].get_ydata(), [0.3, 0.7])  # seeds 0 and 1 only
+    # a first panel whose only seed failed stays empty; the legend goes to the next drawn one
+    figs.clear()
+    plotting.plot_depth([dict(runs[2], weight_decay=1e-5)] + runs, str(tmp_path / "d.png"))
+    empty, drawn = figs[0].axes[:2]
+    assert not empty.containers and empty.get_legend() is None
+    assert drawn.get_legend() is not None
