@@ -105,8 +105,9 @@ def conjecture_321(runs):
         if has_output:
             gap.append(r["output_min_intra"] - r["output_max_inter"])
         diffs = np.diff(np.array(gap))
+        depth = r.get("depth") or len(r["layers"]) + 1  # runs without the field: hidden + head
         rows.append({"weight_decay": r["weight_decay"], "seed": r["seed"],
-                     "network": f"{r.get('group', 'affine')}, depth {r.get('depth') or len(r['layers']) + 1}",
+                     "network": f"{r.get('group', 'affine')}, depth {depth}",
                      "eps_star": float(max(0.0, -diffs.min())) if len(diffs) else 0.0,
                      "eps_star_hidden": float(max(0.0, -diffs[:len(r["layers"]) - 1].min()))
                      if len(r["layers"]) > 1 else 0.0,
