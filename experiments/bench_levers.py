@@ -1,4 +1,4 @@
-"""The performance levers of issue 14, each measured against the default and checked for
+"""The performance levers, each measured against the default and checked for
 bit-identical results (`docs/performance.md`, "Levers").
 
 One configuration (default: the Figure 3.1 model, width 256, K = 21 runs = 7 thesis WDs x 3
@@ -17,7 +17,7 @@ call. "bit-identical" compares the long call's final parameters, BN statistics a
 the default's, byte for byte; otherwise the largest relative difference of the final losses.
 A lever that changes results bitwise stays opt-in (the project's rule).
 
-    python experiments/bench_levers.py                       # the issue's point, ~10 min idle
+    python experiments/bench_levers.py                       # the target point, ~10 min idle
     python experiments/bench_levers.py --quick               # tiny: checks the script
     python experiments/bench_levers.py --out experiments/results/bench_levers.json
 """

@@ -65,7 +65,7 @@ def print_device_table(dev):
 
 
 def targets(model, rows, preset_doc):
-    """{target: (met, value)}: issue 5's for the MLP, issue 11's for conv models, and the
+    """{target: (met, value)}: the MLP's (compile time, speed against sequential runs), the conv models', and the
     compile fraction of the quick preset when it was measured."""
     def find(w, k):
         return next((r for r in rows if r["width"] == w and r["k"] == k), None)

@@ -5,7 +5,7 @@ n = 10000) at every width in --widths and run count K in --runs it measures, eac
 subprocess (so the peak RSS is that configuration's; the workers are in `bench_workers.py` and
 run as `python experiments/bench_sweep.py --worker KIND SPEC_JSON`):
 
-  * the vmapped sweep: the real chunk function of `nc_jax.sweep` (`init_states` +
+  * the vmapped sweep: the real chunk function of `nc_jax.training` (`init_states` +
     `make_chunk_fn`, jit(vmap(scan over epochs of scan over minibatches)), AOT-compiled with
     `.lower().compile()` exactly as `train_runs` does). Compile time is reported separately; one
     warm-up call, then --repeats timed calls of --epochs epochs each (steady state). The chunk has
@@ -30,16 +30,15 @@ run as `python experiments/bench_sweep.py --worker KIND SPEC_JSON`):
     (`XLA_FLAGS=--xla_force_host_platform_device_count=N` in a subprocess), the run axis sharded
     over a Mesh as `train_runs` does (K padded to a multiple of N), and its scaling over N = 1;
   * compile time as a fraction of the wall time of `experiments/fig3_1_wd_bn.py --preset quick`
-    (trained in a subprocess through `nc_jax.experiment.run_experiment`, without writing files or
+    (trained in a subprocess through `nc_jax.runs.run_experiment`, without writing files or
     figures), counting both the sweep chunk compiles (`SweepResult.compile_time_s`) and every XLA
     backend compile (`jax.monitoring`); or read from an existing results.json with
     --preset-results.
 
---model cnn / resnet (`nc_jax.convnets`) measures the same on MNIST-shaped random images
+--model cnn / resnet (`nc_jax.models`) measures the same on MNIST-shaped random images
 (N, 28, 28, 1) with balanced random labels, C = 10, n = 5000 (the size of MNIST-5k); --widths
 are then channels (default 16,32), --depth defaults to 4 (cnn) / 8 (resnet), K to 1,7,21, and
-the compile fraction (an MLP preset) is skipped unless --preset is given. The targets are then
-issue 11's: the vmapped sweep at least as fast as the faster sequential program at K = 1, 7, 21.
+the compile fraction (an MLP preset) is skipped unless --preset is given. The target is then the vmapped sweep at least as fast as the faster sequential program at K = 1, 7, 21.
 
 To fit its time budget a measurement is capped at --max-gflop GFLOP: a larger configuration trains
 on the first n' samples of the data (n' keeps n's remainder modulo 128, 16 for n = 10000, so
@@ -311,8 +310,7 @@ def main(argv=None):
     checks = targets(model, rows, doc.get("preset_cache_warm") or doc.get("preset"))
     doc["targets"] = {k: {"met": bool(v[0]), "value": v[1]} for k, v in checks.items()}
     if checks:
-        print("\ntargets (issue 5)" if not conv else
-              "\ntargets (issue 11; the compile target is issue 5's)")
+        print("\ntargets")
         for name, (ok, val) in checks.items():
             print(f"  [{'met' if ok else 'NOT met'}] {name}: {val}")
 

@@ -68,7 +68,7 @@ def worker_time(spec):
     if fw == "jax":
         import jax
         if spec.get("cache_dir"):
-            from nc_jax.compile_cache import enable_compile_cache
+            from nc_jax.runs import enable_compile_cache
             enable_compile_cache(spec["cache_dir"])
         cache = jax.config.jax_compilation_cache_dir  # also a user's JAX_COMPILATION_CACHE_DIR
         # with a persistent cache the warm-up must compile the measured program, or only the

@@ -1,4 +1,4 @@
-"""nc-jax against PyTorch, side by side on the same CPU, data, model and optimizer (issue 14).
+"""nc-jax against PyTorch, side by side on the same CPU, data, model and optimizer.
 
 The Figure 3.1 model (6-layer MLP, affine BN, d = 32, C = 10, batch 128, SGD lr 0.0679 momentum
 0.9, weight decay on every parameter, LR x0.1 at 1/3 and 2/3 of training) on teacher data
@@ -23,7 +23,7 @@ speed comparison of different computations would be meaningless: exit status 1 o
 Usage:
     pip install -e ".[bench]"
     python experiments/bench_vs_torch.py --quick                  # tiny sizes: checks the script
-    python experiments/bench_vs_torch.py --widths 256 --runs 21   # the issue's target point
+    python experiments/bench_vs_torch.py --widths 256 --runs 21   # the target point
     python experiments/bench_vs_torch.py --out experiments/results/bench_vs_torch.json  # all
     python experiments/bench_vs_torch.py --check                  # the agreement check only
 """
@@ -152,7 +152,7 @@ def print_table(s, rows):
 
 
 def targets(rows):
-    """{target: (met, value)} at the issue's point (width 256, K = 21), when measured."""
+    """{target: (met, value)} at the target point (width 256, K = 21), when measured."""
     t = TARGETS
     r = next((r for r in rows if (r["width"], r["k"]) == (t["width"], t["k"])), None)
     at = f"at width {t['width']}, K = {t['k']}"
@@ -269,7 +269,7 @@ def _run(args, s, tmp, log):
         checks = targets(rows)
         doc["targets"] = {k: {"met": m, "value": v} for k, (m, v) in checks.items()}
         if checks:
-            print("\ntargets (issue 14)")
+            print("\ntargets")
             for k, (m, v) in checks.items():
                 print(f"  [{'met' if m else 'NOT met'}] {k}: {v}")
     if args.check or not args.no_check:

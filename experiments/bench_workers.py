@@ -7,7 +7,7 @@ imports no JAX at module level: the forced-device workers get `XLA_FLAGS` in the
 before their own JAX import, and the parent only imports it to make the data.
 
 Models (`--model`): "mlp" is the Figure 3.1 model (Dense layers of `width` units on d = 32 teacher
-data); "cnn" and "resnet" (`nc_jax.convnets`) train on MNIST-shaped random images (N, 28, 28, 1)
+data); "cnn" and "resnet" (`nc_jax.models`) train on MNIST-shaped random images (N, 28, 28, 1)
 with balanced random labels, `width` being their (base) channel count.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def dense_macs(width: int, dim: int = DIM, depth: int = 6, classes: int = CLASSE
 
 def conv_macs(model: str, width: int, depth: int, image=IMAGE, classes: int = CLASSES) -> int:
     """Multiply-accumulates per sample of the convolutions and the head of a "cnn" / "resnet"
-    (3x3 convs with padding 1, output side ceil(side / stride), as in `nc_jax.convnets`)."""
+    (3x3 convs with padding 1, output side ceil(side / stride), as in `nc_jax.models`)."""
     side_h, side_w, c_in = image
     macs = 0
 
@@ -151,8 +151,8 @@ def _setup(spec):
     import numpy as np
     from nc_jax.config import ModelConfig, OptimConfig, SweepConfig
     from nc_jax.data import Dataset
-    from nc_jax.optim import steps_per_epoch
-    from nc_jax.task import make_task
+    from nc_jax.training import steps_per_epoch
+    from nc_jax.training import make_task
 
     d = np.load(spec["data"])
     n = int(spec["n"])
@@ -178,7 +178,7 @@ def _grid(k: int):
 
 def _state_bytes(states) -> int:
     import jax
-    from nc_jax.distributed import is_key
+    from nc_jax.training import is_key
     return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(states) if not is_key(a))
 
 
@@ -187,8 +187,8 @@ def worker_sweep(spec):
     optionally sharded over forced CPU devices."""
     import jax
     from jax.sharding import PartitionSpec as P
-    from nc_jax.distributed import putter
-    from nc_jax.sweep import RUN_AXIS, init_states, make_chunk_fn, run_layout
+    from nc_jax.training import putter
+    from nc_jax.training import RUN_AXIS, init_states, make_chunk_fn, run_layout
 
     task, data, spe = _setup(spec)
     k, epochs, repeats = int(spec["k"]), int(spec["epochs"]), int(spec["repeats"])
@@ -253,8 +253,8 @@ def worker_seq(spec):
 
     import jax
     import jax.numpy as jnp
-    from nc_jax.sweep import init_states, make_chunk_fn
-    from nc_jax.train import train_epoch, train_step
+    from nc_jax.training import init_states, make_chunk_fn
+    from nc_jax.training import train_epoch, train_step
 
     task, data, spe = _setup(spec)
     m, epochs, repeats = int(spec["m"]), int(spec["epochs"]), int(spec["repeats"])
@@ -355,13 +355,13 @@ def worker_matmul(spec):
 
 def worker_preset(spec):
     """Wall time of the fig3_1 preset (training + analysis, no files) and its compiles: what
-    `experiments/fig3_1_wd_bn.py --preset P` runs, through `nc_jax.experiment`."""
+    `experiments/fig3_1_wd_bn.py --preset P` runs, through `nc_jax.runs`."""
     import jax
     import jax.monitoring as mon
-    from nc_jax.experiment import get_experiment, run_experiment
+    from nc_jax.runs import get_experiment, run_experiment
 
     if spec.get("cache_dir"):  # what the CLI and the experiment scripts do by default
-        from nc_jax.compile_cache import enable_compile_cache
+        from nc_jax.runs import enable_compile_cache
         enable_compile_cache(spec["cache_dir"])
     # every stage of turning a function into an executable: tracing, lowering, XLA's compile
     # and, with a persistent cache, reading the executable back

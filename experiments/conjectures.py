@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from nc_jax.results import load_results
+from nc_jax.runs import load_results
 
 TOLERANCE = 0.05
 

@@ -7,13 +7,13 @@ teacher and a deeper 6-layer teacher.
     python experiments/data_complexity.py --preset quick
     python experiments/data_complexity.py --preset paper
 
-The presets and figures live in `nc_jax.catalog` (experiment "data_complexity"); this script is
+The presets and figures live in `nc_jax.thesis` (experiment "data_complexity"); this script is
 `nc-sweep --experiment data_complexity` and takes the same flags (--preset, --out, --set field=value,
 --model, --loss, --data, --reanalyse, --plot-only, ...).
 """
 import sys
 
-from nc_jax.experiment import experiment_main
+from nc_jax.cli import experiment_main
 
 if __name__ == "__main__":
     sys.exit(experiment_main("data_complexity"))

@@ -8,13 +8,13 @@ Each BN variant's weight-decay grid x seeds trains as one vmapped program; NC is
 `record_every` epochs inside the compiled loop. Writes results.json / results.csv and
 fig3_1.png, training_curves.png, theorem.png to --out.
 
-The presets and figures live in `nc_jax.catalog` (experiment "fig3_1"); this script is
+The presets and figures live in `nc_jax.thesis` (experiment "fig3_1"); this script is
 `nc-sweep --experiment fig3_1` and takes the same flags (--preset, --out, --set field=value,
 --model, --loss, --data, --reanalyse, --plot-only, ...).
 """
 import sys
 
-from nc_jax.experiment import experiment_main
+from nc_jax.cli import experiment_main
 
 if __name__ == "__main__":
     sys.exit(experiment_main("fig3_1"))

@@ -9,13 +9,13 @@ Per run and per hidden layer (post-BN output of every block, BN in eval mode, wh
 set): NCC accuracy, min intra-class and max inter-class cosine, and the full report. Writes
 results.json / results.csv, fig3_3.png, training_curves.png and theorem.png.
 
-The presets and figures live in `nc_jax.catalog` (experiment "fig3_3"); this script is
+The presets and figures live in `nc_jax.thesis` (experiment "fig3_3"); this script is
 `nc-sweep --experiment fig3_3` and takes the same flags (--preset, --out, --set field=value,
 --model, --loss, --data, --reanalyse, --plot-only, ...).
 """
 import sys
 
-from nc_jax.experiment import experiment_main
+from nc_jax.cli import experiment_main
 
 if __name__ == "__main__":
     sys.exit(experiment_main("fig3_3"))

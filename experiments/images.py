@@ -1,5 +1,5 @@
 """Figure 3.1's protocol for a BN CNN and a BN ResNet on MNIST-5k with a 1000-image hold-out, and
-ce vs mse vs label smoothing (experiment "images", `nc_jax.catalog_images`).
+ce vs mse vs label smoothing (experiment "images", `nc_jax.thesis`).
 
     python experiments/images.py --preset quick
     python experiments/images.py --preset paper-cnn-affine \\
@@ -16,8 +16,8 @@ Same flags as `nc-sweep --experiment images` (--preset, --out, --set field=value
 """
 import sys
 
-from nc_jax.catalog_images import merge_main
-from nc_jax.experiment import experiment_main
+from nc_jax.thesis import merge_main
+from nc_jax.cli import experiment_main
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["merge"]:

@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 
-from nc_jax.plotting import failed
-from nc_jax.results import load_results
+from nc_jax.analysis import failed
+from nc_jax.runs import load_results
 
 
 _LAYER_KEY = re.compile(r"layers\[(-?\d+)\]\.(\w+)$")

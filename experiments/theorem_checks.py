@@ -22,8 +22,8 @@ import sys
 
 import numpy as np
 
-from nc_jax.results import load_results
-from nc_jax.plotting import plot_theorem
+from nc_jax.runs import load_results
+from nc_jax.analysis import plot_theorem
 from conjectures import _spearman  # noqa: E402  (same folder)
 
 

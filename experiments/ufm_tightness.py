@@ -1,10 +1,10 @@
 """How tight is Theorem 2.3.1? The layer-peeled model's worst cases against the theorem's guarantee,
-with every committed trained network placed on the same axes (issue 13).
+with every committed trained network placed on the same axes.
 
     python experiments/ufm_tightness.py --preset quick     # < 2 min on a 2-core CPU
     python experiments/ufm_tightness.py --preset paper --out experiments/results/ufm/paper
 
-What it computes (nc_jax.ufm, nc_jax.ufm_tightness; method and caveats in docs/ufm.md):
+What it computes (nc_jax.ufm, nc_jax.ufm.tightness; method and caveats in docs/ufm.md):
   1. frontier: for each alpha beta of a grid and a ladder of relative gaps r = eps/m, the worst
      intra_0 / inter_01 reachable at loss <= m + eps (adversarial penalty search, every point feasible);
   2. the same search at each trained run's own (alpha_aug beta_aug, eps), bias folded in as the thesis
@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax import ufm
-from nc_jax import ufm_tightness as T
-from nc_jax.files import atomic_write_text
-from nc_jax.ufm_plots import TAUS, plot_all
-from nc_jax.results import environment
+from nc_jax.ufm import _solve as ufm
+from nc_jax.ufm import _tightness as T
+from nc_jax.runs import atomic_write_text
+from nc_jax.ufm._plots import TAUS, plot_all
+from nc_jax.runs import environment
 
 NAME = "ufm_tightness"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -2,11 +2,20 @@
 
     result = nc_jax.run_sweep(cfg, data, model=None, loss=None)   # one vmapped program
     runs = nc_jax.analyse(result, data, layers=False)              # one dict per run
-"""
-from nc_jax import config, data, losses, metrics, models, optim, sweep, task, theory, train  # noqa: F401
-from nc_jax.config import SweepConfig  # noqa: F401
-from nc_jax.reporting import analyse  # noqa: F401
-from nc_jax.sweep import SweepResult, run_sweep  # noqa: F401
-from nc_jax.task import Task, make_task  # noqa: F401
 
-__version__ = "0.2.0"
+Subpackages, in pipeline order: `config`, `models`, `data`, `training`, `metrics`, `analysis`,
+`ufm`, `runs`; the command line is `nc_jax.cli` and the thesis' experiments `nc_jax.thesis`
+(neither is imported here).
+"""
+from nc_jax import analysis, config, data, metrics, models, runs, training, ufm
+from nc_jax._version import __version__
+from nc_jax.analysis import analyse
+from nc_jax.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SweepConfig
+from nc_jax.runs import run_sweep
+from nc_jax.training import RunOptions, SweepResult, Task, make_task
+
+__all__ = [
+    "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunOptions", "SweepConfig",
+    "SweepResult", "Task", "__version__", "analyse", "analysis", "config", "data", "make_task",
+    "metrics", "models", "run_sweep", "runs", "training", "ufm",
+]

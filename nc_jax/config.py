@@ -9,7 +9,8 @@ import dataclasses
 import math
 from typing import Any, Optional, Tuple
 
-BN_VARIANTS = ("affine", "plain", "none")
+from nc_jax.models import BN_VARIANTS, known_models
+
 DATA_KINDS = ("teacher", "conic", "npz", "mnist")
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 DECAY_MASKS = ("all", "kernels")
@@ -68,7 +69,6 @@ class ModelConfig:
 
     def __post_init__(self):
         _require(isinstance(self.name, str), f"model.name must be a string, got {self.name!r}")
-        from nc_jax.models import known_models  # the registry can grow at runtime
         _require(self.name in known_models(),
                  f"model.name must be one of {known_models()}, got {self.name!r}")
         min_depth = {"mlp": 2, "mlp_peeled": 2, "cnn": 1, "resnet": 8}.get(self.name, 1)
@@ -85,7 +85,7 @@ LOSSES = ("ce", "mse", "label_smoothing")
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """The training loss by name (`nc_jax.losses`): "ce" (cross-entropy, the thesis'), "mse"
+    """The training loss by name (`nc_jax.training`): "ce" (cross-entropy, the thesis'), "mse"
     (squared error to one-hot targets, Han et al. 2022) or "label_smoothing" (cross-entropy with
     targets (1 - smoothing) e_y + smoothing / C)."""
 
@@ -104,7 +104,7 @@ class DataConfig:
 
     `test_size` > 0 holds out that many samples (test_size / C per class, drawn with a key
     derived from `seed`) from the n generated / loaded ones: training uses the other ones, the
-    held-out ones are measured after training (`nc_jax.data.split_heldout`, `nc_jax.heldout`).
+    held-out ones are measured after training (`nc_jax.data.split_heldout`, `nc_jax.analysis`).
     """
 
     kind: str = "teacher"
@@ -209,10 +209,10 @@ class SweepConfig:
     inside the compiled loop. `checkpoint_every` > 0 saves the full sweep state that often when an
     output directory is given. `runs_per_device` > 0 fixes how many runs each device computes in
     one compiled call (0 = all runs in one call, spread evenly): results are bit-identical on any
-    number of devices for the same value (see `nc_jax.sweep`). `vmap_runs` > 0 trains the runs
+    number of devices for the same value (see `nc_jax.training`). `vmap_runs` > 0 trains the runs
     of a call with `lax.map`, that many at a time vmapped (1 = one run after another inside the
     program: the fast choice for convolutional models on CPU; 0 = all vmapped, see
-    `nc_jax.layout.map_runs`).
+    `nc_jax.training.map_runs`).
     """
 
     model: ModelConfig = ModelConfig()

@@ -30,5 +30,5 @@ def tiny_data(cfg: SweepConfig):
 
 def tiny_task(cfg: SweepConfig, data, **kwargs):
     """The Task of `cfg` on `data` (model, loss and optimizer from the config unless given)."""
-    from nc_jax.task import make_task
+    from nc_jax.training import make_task
     return make_task(cfg, data, **kwargs)

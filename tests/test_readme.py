@@ -1,4 +1,5 @@
-"""The README's "Bring your own model" example runs as written and prints one line per run."""
+"""The README's "A sweep of your own model and data" example runs as written and prints one line
+per run."""
 import contextlib
 import io
 import os
@@ -7,15 +8,19 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _section_code(title: str) -> str:
+def _section_code(heading: str) -> str:
+    """The first ```python block after the line `heading` of README.md."""
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    section = text.split(f"## {title}\n", 1)[1]
+    assert f"\n{heading}\n" in text, f"README.md has no heading {heading!r}"
+    section = text.split(f"\n{heading}\n", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_bring_your_own_model_example_runs_as_written():
-    code = _section_code("Bring your own model")
+def test_own_model_and_data_example_runs_as_written():
+    code = _section_code("### A sweep of your own model and data")
     assert len(code.splitlines()) <= 40
+    # the example trains on arrays: a DataConfig beside them would not be used
+    assert "DataConfig" not in code and "from_arrays" in code
     out = io.StringIO()
     scope = {"__name__": "readme_example"}
     with contextlib.redirect_stdout(out):

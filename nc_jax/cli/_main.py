@@ -1,0 +1,320 @@
+"""The command line (`nc-sweep`, `python -m nc_jax.cli`): any registered experiment preset or a
+custom sweep, with config overrides, your own data and model by name.
+
+    nc-sweep --preset demo                                 # a custom sweep from a config preset
+    nc-sweep --config my.json --set model.width=128 --set weight_decays=[1e-4,1e-3] --out runs/x
+    nc-sweep --experiment fig3_1 --preset quick            # a thesis experiment (= its script)
+    nc-sweep --preset demo --model cnn --data digits.npz --loss mse --out runs/cnn
+
+Every run writes the NC report (final numbers, per-run curves; `--layers`: per-layer metrics)
+to `results.json` / `results.csv` in the output directory (experiments: `runs/<name>/<preset>`
+by default; a custom sweep writes only with `--out`, checkpointing every 10 epochs there and
+resuming on a re-run). `--set field=value` sets any `SweepConfig` field by its dotted name
+(value as JSON, else a string), validated by `SweepConfig.from_dict`: an unknown field is
+named. Bad values print `error: <message>` and exit with status 2, never a traceback.
+
+The output directory is locked for the whole run (`nc_jax.runs.OutDirLock`: a second run on it is refused at
+once, naming the holder; the lock also proves the directory writable before any training).
+SIGTERM / SIGINT stop training after the current compiled chunk, save a checkpoint there, print
+how to resume and exit with 143 / 130 (`nc_jax.training.PreemptionGuard`). An unfinished checkpoint written by
+other software is only continued with --allow-version-change (`nc_jax.runs.software`).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from typing import Dict, List, Optional
+
+import jax
+
+import nc_jax.thesis  # noqa: F401  (registers the thesis' experiments)
+from nc_jax.cli._outdir import own_results, report_preemption, resume_notes
+from nc_jax.config import PRESETS, ConfigError, SweepConfig
+from nc_jax.runs import (CHECKPOINT_NAME, CheckpointError, Experiment, OutDirError, OutDirLock,
+                         check_reanalysable, enable_compile_cache, get_experiment, load_results,
+                         prepare_out_dir, run_experiment, runs_table, write_results)
+from nc_jax.training import Preempted, PreemptionGuard, is_main_process
+
+#: Checkpoint interval (epochs) of a custom sweep's `--out` when neither --checkpoint-every nor
+#: the preset sets one: frequent enough to lose little on a kill, rare enough to cost nothing.
+DEFAULT_CHECKPOINT_EVERY = 10
+ERRORS = (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointError, KeyError)
+
+
+def _plot_nothing(doc, out_dir):
+    pass
+
+
+#: A custom sweep: one group built from a config preset (`nc_jax.config.PRESETS`) or a file.
+CUSTOM = Experiment(name="sweep", plot=_plot_nothing, default_preset="demo",
+                    checkpoint_name=lambda group: CHECKPOINT_NAME,
+                    presets={k: (lambda v=v: {"sweep": v}) for k, v in PRESETS.items()},
+                    description="a custom weight-decay x seed sweep")
+
+
+def parse_value(text: str):
+    """A `--set` value: JSON (numbers, lists, true/false, null), a comma list of JSON values,
+    else the string itself (`--set model.name=cnn`)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(p.strip()) for p in text.split(",") if p.strip()]
+    return text
+
+
+def apply_overrides(cfg: SweepConfig, sets: List[str]) -> SweepConfig:
+    """`cfg` with every `field=value` of `sets` applied (dotted names into the sections)."""
+    if not sets:
+        return cfg
+    d = cfg.to_dict()
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects field=value, got {item!r}")
+        field, value = item.split("=", 1)
+        keys = field.strip().split(".")
+        node = d
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise ConfigError(f"unknown config field {field!r}: {k!r} is not a section; "
+                                  f"sections: {[n for n, v in d.items() if isinstance(v, dict)]}")
+            node = node[k]
+        node[keys[-1]] = parse_value(value.strip())
+    return SweepConfig.from_dict(d)
+
+
+def build_parser(experiment: Optional[str]) -> argparse.ArgumentParser:
+    what = f"experiment {experiment}" if experiment else "a sweep or experiment"
+    ap = argparse.ArgumentParser(description=f"nc-jax: train {what} as one vmapped program and "
+                                             f"write its NC report.")
+    if experiment is None:
+        ap.add_argument("--experiment", help="a registered experiment (fig3_1, fig3_3, "
+                                             "data_complexity, real_data); default: a custom sweep")
+        ap.add_argument("--config", metavar="FILE", help="a SweepConfig JSON file (custom sweep)")
+    ap.add_argument("--preset", help="the experiment's preset (custom sweep: a config preset, "
+                                     f"one of {sorted(PRESETS)})")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a config field, e.g. model.width=128, optim.epochs=50, "
+                         "weight_decays=[1e-4,1e-3], loss.name=mse (repeatable)")
+    ap.add_argument("--model", help="model by name (mlp, cnn, resnet): --set model.name=NAME")
+    ap.add_argument("--loss", help="loss by name (ce, mse, label_smoothing): --set loss.name=NAME")
+    ap.add_argument("--data", metavar="NPZ", help="train on x (N, ...), y (N,) from an .npz file")
+    for flag, kind, field in (("--bn", str, "model.bn"), ("--depth", int, "model.depth"),
+                              ("--width", int, "model.width"), ("--epochs", int, "optim.epochs"),
+                              ("--weight-decays", str, "weight_decays"), ("--seeds", str, "seeds")):
+        ap.add_argument(flag, type=kind, help=f"shortcut for --set {field}=...")
+    ap.add_argument("--layers", action="store_true", help="per-layer metrics and effective depth")
+    ap.add_argument("--out", metavar="DIR", help="output directory")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
+    ap.add_argument("--plot-only", action="store_true", help="redraw figures from results.json")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="recompute results.json, results.csv and the figures from the final "
+                         "checkpoints in --out without training (e.g. after adding a metric)")
+    ap.add_argument("--checkpoint-every", type=int, metavar="N",
+                    help="save every N epochs (custom sweep with --out: default "
+                         f"{DEFAULT_CHECKPOINT_EVERY}); the end is always saved")
+    ap.add_argument("--runs-per-device", type=int, metavar="B",
+                    help="runs each device computes per compiled call (default: all of a group's "
+                         "runs in one call); a fixed B gives bit-identical results on any number "
+                         "of devices")
+    ap.add_argument("--allow-version-change", action="store_true",
+                    help="continue an unfinished checkpoint written by other software (nc-jax "
+                         "source, JAX, jaxlib, Flax, Optax); by default that is refused")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--no-compile-cache", action="store_true",
+                    help="do not use the persistent compilation cache (default: on, in "
+                         "~/.cache/nc-jax/xla or $NC_JAX_CACHE_DIR; a hit loads the executable "
+                         "the compiler would produce, so numbers do not change)")
+    return ap
+
+
+def _numbers(text: str, kind, flag: str, what: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} expects comma-separated {what}, got {text!r}") from None
+
+
+def _floats(text: str) -> list:
+    return _numbers(text, float, "--weight-decays", "numbers (e.g. 1e-4,1e-3)")
+
+
+def _ints(text: str) -> list:
+    return _numbers(text, int, "--seeds", "integers (e.g. 0,1,2)")
+
+
+def _overrides(args) -> List[str]:
+    """The shortcut flags as `--set` items (applied before the explicit `--set`s)."""
+    values = (("model.name", args.model), ("loss.name", args.loss), ("model.bn", args.bn),
+              ("model.depth", args.depth), ("model.width", args.width),
+              ("optim.epochs", args.epochs),
+              ("weight_decays",
+               None if args.weight_decays is None else _floats(args.weight_decays)),
+              ("seeds", None if args.seeds is None else _ints(args.seeds)),
+              ("runs_per_device", args.runs_per_device),
+              ("checkpoint_every", args.checkpoint_every))
+    sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values if v is not None]
+    if args.data is not None:
+        sets += ["data.kind=npz", f"data.path={os.path.abspath(args.data)}"]
+    return sets + list(args.set)
+
+
+def _configs(exp: Experiment, args, custom: bool) -> Dict[str, SweepConfig]:
+    if custom and getattr(args, "config", None):
+        with open(args.config) as f:
+            configs = {"sweep": SweepConfig.from_dict(json.load(f))}
+    else:
+        configs = exp.configs(args.preset)
+    sets = _overrides(args)
+    configs = {g: apply_overrides(c, sets) for g, c in configs.items()}
+    if custom and args.out is not None:
+        # a custom sweep with --out checkpoints by default, on a multiple of its compiled chunk
+        configs = {g: c if c.checkpoint_every else c.replace(checkpoint_every=(
+            c.record_every * math.ceil(DEFAULT_CHECKPOINT_EVERY / c.record_every)
+            if c.record_every else DEFAULT_CHECKPOINT_EVERY)) for g, c in configs.items()}
+    return configs
+
+
+def _command(argv, experiment: Optional[str], *, for_resume: bool = False) -> str:
+    """The command line as typed (for the lock file and the resume hint); `for_resume` drops
+    --overwrite, which would delete the checkpoint that the resume needs."""
+    if argv is None:
+        argv, prog0 = sys.argv[1:], sys.argv[0]
+        prog = (["python", "-m", "nc_jax.cli"] if prog0.endswith(os.path.join("nc_jax", "cli.py"))
+                else ["python", prog0] if prog0.endswith(".py") else [os.path.basename(prog0)])
+    else:
+        prog = ["nc-sweep"] + (["--experiment", experiment] if experiment else [])
+    argv = [str(a) for a in argv]
+    if for_resume:  # argparse also accepts any unambiguous prefix of --overwrite
+        argv = [a for a in argv if not (a.startswith("--ov") and "--overwrite".startswith(a))]
+    return shlex.join(prog + argv)
+
+
+def main(argv=None, experiment: Optional[str] = None) -> int:
+    ap = build_parser(experiment)
+    args = ap.parse_args(argv)
+    name = experiment or args.experiment
+    custom = name is None
+    if not args.no_compile_cache:
+        # before the first compile: ~60% of a `quick` preset's wall time is compiling
+        enable_compile_cache()
+    if custom and args.out is None and (args.overwrite or args.checkpoint_every is not None
+                                        or args.reanalyse or args.plot_only):
+        ap.error("--overwrite, --checkpoint-every, --reanalyse and --plot-only need --out DIR")
+    try:
+        with contextlib.ExitStack() as stack:
+            return _run(args, name, custom, stack, _command(argv, experiment),
+                        _command(argv, experiment, for_resume=True))
+    except KeyboardInterrupt:
+        print("error: stopped at once by a second signal; the last checkpoint saved before it "
+              "(if any) is intact: re-run the same command to resume from it", file=sys.stderr)
+        return 130
+    except ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, command: str,
+         resume_command: str) -> int:
+    exp = CUSTOM if custom else get_experiment(name)
+    args.preset = args.preset or exp.default_preset
+    if args.layers:
+        import dataclasses
+        exp = dataclasses.replace(exp, layers=True)
+    out = args.out if (custom or args.out is not None) else os.path.join("runs", exp.name,
+                                                                         args.preset)
+    if out == "":
+        raise OutDirError("--out must name a directory, got ''")
+
+    def lock(create: bool = True) -> None:
+        # one writer per directory for the whole run; taking the lock also proves, before any
+        # training, that the directory can be created and written
+        if out is not None and is_main_process() and (create or os.path.isdir(out)):
+            stack.enter_context(OutDirLock(out, command))
+
+    if args.plot_only:
+        lock(create=False)
+        if not os.path.exists(os.path.join(out, "results.json")):
+            raise OutDirError(f"--plot-only: no results in {out} (results.json is missing); run "
+                              f"without --plot-only first")
+        exp.plot(load_results(out), out)
+        return 0
+    configs = _configs(exp, args, custom)
+    ckpts = {exp.checkpoint_name(g): c for g, c in configs.items()}
+    lock(create=not args.reanalyse)
+    previous = None
+    if out is None:
+        pass
+    elif args.reanalyse:
+        check_reanalysable(exp, configs, out, args.preset)
+        previous = own_results(out, exp, args.preset, configs, overwrite=args.overwrite,
+                                action="--reanalyse")
+    else:
+        found = [c for c in ckpts if os.path.exists(os.path.join(out, c))]
+        res_file = os.path.join(out, "results.json")
+        if os.path.exists(res_file) and not args.overwrite:
+            if not (custom and found):
+                raise OutDirError(f"output directory {out} already holds results of another "
+                                  f"run ({res_file}); pass --overwrite to replace them, --out to "
+                                  f"write elsewhere, or --reanalyse to recompute them from the "
+                                  f"checkpoints")
+            # the checkpoint's identity check names any differing config field
+            own_results(out, exp, args.preset, configs, overwrite=False, action="resuming",
+                         compare_configs=False)
+        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                        checkpoint_name=found[0] if found else CHECKPOINT_NAME,
+                        artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+        resume_notes(out, found, ckpts, args.allow_version_change)
+    t0 = time.perf_counter()
+    try:
+        with PreemptionGuard() as guard:
+            runs, extra = run_experiment(exp, configs, out_dir=out, progress=not args.quiet,
+                                         allow_version_change=args.allow_version_change)
+            wall = time.perf_counter() - t0
+            _finish(args, exp, configs, out, runs, extra, previous, wall)
+    except Preempted as p:
+        report_preemption(p, out, ckpts, resume_command)
+        return p.exit_code
+    if guard.signum is not None and is_main_process():
+        print(f"({signal.Signals(guard.signum).name} arrived after training: the results above "
+              f"are complete)", file=sys.stderr)
+    return 0
+
+
+def _finish(args, exp: Experiment, configs, out: Optional[str], runs: List[dict], extra: dict,
+            previous: Optional[dict], wall: float) -> None:
+    extra = {"wall_time_s": wall, **extra}
+    if args.reanalyse:
+        extra["reanalysed"] = True
+        if previous is not None:
+            # the training times are those of the run that wrote the checkpoints (only ever
+            # taken from this run's own results: `own_results`)
+            extra.update({k: previous[k] for k in ("wall_time_s", "timing") if k in previous})
+            extra["reanalysis_wall_time_s"] = wall
+    if out is not None and is_main_process():
+        try:
+            write_results(out, exp.name, args.preset, configs, runs, extra)
+            exp.plot(load_results(out), out)
+        except OSError as e:
+            raise OutDirError(f"cannot write the results to {out} ({e}); the checkpoints there "
+                              f"are intact: re-run the same command to write them") from e
+    if is_main_process():
+        print(runs_table(runs, cols=("group", "model", "loss", "weight_decay", "seed",
+                                     "train_accuracy", "train_loss", "min_intra", "max_inter",
+                                     "nc1")))
+        where = f"; results and figures in {out}" if out else ""
+        print(f"{len(runs)} runs in {wall:.1f} s on {jax.devices()[0].platform}{where}")
+
+
+def experiment_main(name: str, argv=None) -> int:
+    """The command line of one registered experiment (what `experiments/<script>.py` calls):
+    `main` with the experiment fixed, so every script takes the same flags."""
+    return main(argv, experiment=name)

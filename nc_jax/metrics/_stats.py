@@ -1,0 +1,240 @@
+"""Sufficient statistics and class-mean geometry behind :mod:`nc_jax.metrics` (traced code only).
+
+All NC measures are functions of two additive passes over the data:
+
+* pass 1 (:class:`Stats1`): per-class counts ``N_c``, feature sums and sums of unit vectors;
+* the class-mean geometry (:class:`Geometry`): ``mu_c``, ``mu_G``, ``M`` and the thin SVD of ``M``;
+* pass 2 (:class:`Stats2`, needs the geometry): NC1 projections, within-class sums of squares, NCC
+  hits and NC4 mismatches.
+
+Additivity is what lets :func:`nc_jax.metrics.collapse_report_streaming` run in ``O(C d)`` memory.
+The features passed here are already brought to ``max|h| in [1, 2)`` by one exact power of two
+(:mod:`nc_jax.metrics._scale`), so no squared norm below over- or underflows because of the scale of
+the data; directions (cosines, argmax of logits) use one exact power of two per row instead.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from nc_jax.metrics._scale import EMPTY_EXP, ldexp, row_exponents
+
+
+def safe_div(num, den):
+    """num / den where den != 0, else 0 (the documented value for degenerate denominators)."""
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
+
+
+def normalize_rows(x, exps=None):
+    """Unit rows ``(..., K)`` and a mask of non-zero rows.
+
+    A direction does not depend on the row's scale, so each row is first brought to
+    ``max|.| in [1, 2)`` by its own exact power of two (``exps``: :func:`row_exponents` of ``x`` if
+    already computed): squaring can then neither overflow nor underflow (a row of 1e-25 entries is a
+    valid direction although its squared norm is 0 in float32), and a row far smaller than the
+    others, even subnormal, keeps its direction exactly.
+    """
+    exps = row_exponents(x) if exps is None else exps
+    nonzero = exps != EMPTY_EXP
+    v = ldexp(x, -exps)
+    nrm = jnp.linalg.norm(v, axis=-1, keepdims=True)  # >= 1 on non-zero rows
+    return v / jnp.where(nonzero, nrm, 1), nonzero[..., 0]
+
+
+def divide_rows(x):
+    """Unit rows and non-zero mask of an array computed at unit scale (M, class means), whose
+    entries are normal floats or 0: dividing by the row max keeps the squares in range, which is
+    all these need (cheaper to compile than :func:`normalize_rows`)."""
+    amax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    nonzero = amax > 0
+    v = x / jnp.where(nonzero, amax, 1)
+    nrm = jnp.linalg.norm(v, axis=-1, keepdims=True)  # >= 1 on non-zero rows
+    return v / jnp.where(nonzero, nrm, 1), nonzero[..., 0]
+
+
+def row_norms(V):
+    # Scaled norm: ||v|| = a ||v / a|| with a = max|v_k|, robust to over/underflow of the squares.
+    amax = jnp.max(jnp.abs(V), axis=-1)
+    scaled = V / jnp.where(amax > 0, amax, 1)[..., None]
+    return amax * jnp.linalg.norm(scaled, axis=-1)
+
+
+def fro_normalize(X):
+    n = row_norms(X.reshape(1, -1))[0]
+    return X / jnp.where(n > 0, n, 1)
+
+
+def cosine_gram(U):
+    """(K, K) cosines from unit rows U (zero rows: cosine 0 with everything)."""
+    return jnp.clip(mm(U, U.T), -1.0, 1.0)
+
+
+def mm(a, b):
+    # Full float32 matmuls: on GPUs the default precision may be TF32 (10-bit mantissa), which would
+    # dominate the error of NC1 projections and of NCC distances.
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def segsum(x, y, C):
+    return jax.ops.segment_sum(x, y, num_segments=C)
+
+
+def offdiag_mask(C):
+    return ~jnp.eye(C, dtype=bool)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pass 1
+# ----------------------------------------------------------------------------------------------
+
+
+class Stats1(NamedTuple):
+    """First-pass sufficient statistics (additive over batches, see :func:`merge1`)."""
+
+    counts: jax.Array  # (C,)     N_c
+    ref: jax.Array  # (C, d)   per-class shift r_c: the first sample seen of class c
+    seen: jax.Array  # (C,)     bool, class c has a shift already
+    shifted_sums: jax.Array  # (C, d)   sum_{i in c} (h_i - r_c)
+    unit_sums: jax.Array  # (C, d)   sum_{i in c, h_i != 0} h_i / ||h_i||
+    unit_counts: jax.Array  # (C,)     number of non-zero rows of class c
+
+
+def class_refs(h, y, C, ref=None, seen=None):
+    """Per-class shift r_c = first sample of class c (from an earlier batch once one was seen).
+
+    Summing ``h_i - r_c`` instead of ``h_i`` makes the float32 rounding of the class mean scale with
+    the within-class spread instead of ``||mu_c||``: a collapsed class gets its mean exactly, so
+    ``h_i - mu_c`` is exactly 0 (NC1, CDNV = 0) however large the features are.
+    """
+    n = h.shape[0]
+    first = jax.ops.segment_min(jnp.arange(n), y, num_segments=C)  # int max for absent classes
+    present = first < n
+    batch_ref = jnp.take(h, jnp.clip(first, 0, n - 1), axis=0)
+    if ref is None:
+        return batch_ref, present
+    return jnp.where(seen[:, None], ref, batch_ref), seen | present
+
+
+def shifted_sums(h, y, C):
+    """``(N_c, r_c, sum_{i in c} (h_i - r_c))`` of one in-memory array."""
+    ref, _ = class_refs(h, y, C)
+    counts = segsum(jnp.ones(y.shape, jnp.int32), y, C)
+    return counts, ref, segsum(h - jnp.take(ref, y, axis=0), y, C)
+
+
+def stats1(h, y, C, units, ref=None, seen=None) -> Stats1:
+    """Pass-1 statistics of features ``h`` (B, d) at the common scale; ``units``: the pair
+    ``normalize_rows`` of the unscaled features (the common scale may flush their small rows)."""
+    ref, seen = class_refs(h, y, C, ref, seen)
+    u, nonzero = units
+    return Stats1(
+        counts=segsum(jnp.ones(y.shape, jnp.int32), y, C),
+        ref=ref,
+        seen=seen,
+        shifted_sums=segsum(h - jnp.take(ref, y, axis=0), y, C),
+        unit_sums=segsum(u, y, C),
+        unit_counts=segsum(nonzero.astype(jnp.int32), y, C),
+    )
+
+
+def merge1(acc: Stats1, inc: Stats1) -> Stats1:
+    """Adds the statistics of a new batch, computed with ``acc``'s shifts (``inc.ref`` extends them;
+    a class first seen in this batch had zero count and sums before, so its new shift is consistent)."""
+    return Stats1(
+        counts=acc.counts + inc.counts,
+        ref=inc.ref,
+        seen=inc.seen,
+        shifted_sums=acc.shifted_sums + inc.shifted_sums,
+        unit_sums=acc.unit_sums + inc.unit_sums,
+        unit_counts=acc.unit_counts + inc.unit_counts,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry of the class means
+# ----------------------------------------------------------------------------------------------
+
+
+class Geometry(NamedTuple):
+    means: jax.Array  # (C, d)
+    global_mean: jax.Array  # (d,)
+    centered: jax.Array  # (C, d)  M, rows mu_c - mu_G
+    basis: jax.Array  # (k, d)  top-k right singular vectors of M, k = min(C-1, d)
+    inv_sv: jax.Array  # (k,)    1/s_j on the kept directions, 0 on numerically-null ones
+
+
+def means_from(counts, ref, sums):
+    # max(., 1): under jit an empty class (untrusted input) gives a finite mean instead of NaN.
+    return ref + sums / jnp.maximum(counts, 1).astype(sums.dtype)[:, None]
+
+
+def geometry(counts, ref, sums, C) -> Geometry:
+    means = means_from(counts, ref, sums)
+    mu_g = jnp.mean(means, axis=0)
+    M = means - mu_g
+    # Sigma_B = M^T M / C has rank <= C-1 (rows of M sum to 0). Working with the thin SVD of the
+    # (C, d) matrix M instead of a d x d pseudo-inverse avoids both the d^2 cost and the float32
+    # rounding-noise eigenvalues that a default-cutoff pinv would invert (NC1 ~ 1e7 instead of 1e-3).
+    _, s, vt = jnp.linalg.svd(M, full_matrices=False)
+    k = min(C - 1, M.shape[1])
+    s, vt = s[:k], vt[:k]
+    # Keep exactly the top k = C-1 directions; among them, drop only directions that are zero to
+    # float rounding: class means genuinely spanning fewer than C-1 dimensions, where the
+    # pseudo-inverse of the true lower-rank Sigma_B has no component. The entries of M carry
+    # rounding of order eps * ||mu_c||, hence that term in the noise floor.
+    scale = jnp.maximum(s[0], jnp.max(row_norms(means)))
+    keep = s > scale * (C * jnp.finfo(M.dtype).eps)
+    inv_sv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1), 0)
+    return Geometry(means, mu_g, M, vt, inv_sv)
+
+
+def geometry_of(h, y, C):
+    """``(N_c, Geometry)`` of one in-memory array."""
+    counts, ref, sums = shifted_sums(h, y, C)
+    return counts, geometry(counts, ref, sums, C)
+
+
+def ncc_scores(h, global_mean, centered):
+    """(N, C) scores whose argmin is the nearest class mean of each row of ``h``, given the global
+    mean mu_G (d,) and the centered class means m_c = mu_c - mu_G (C, d)."""
+    # argmin_c ||h - mu_c||^2 = argmin_c ||m_c||^2 - 2 <h - mu_G, m_c>: centering by mu_G first keeps
+    # float32 cancellation at the scale of the class spread rather than of ||mu_c||.
+    return jnp.sum(centered * centered, axis=1) - 2.0 * mm(h - global_mean, centered.T)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pass 2
+# ----------------------------------------------------------------------------------------------
+
+
+class Stats2(NamedTuple):
+    """Second-pass sufficient statistics (additive over batches); need the geometry of pass 1."""
+
+    counts: jax.Array  # (C,) N_c again, to check that both passes saw the same data
+    proj_sq: jax.Array  # (k,) sum_i <v_j, h_i - mu_{y_i}>^2
+    within_sq: jax.Array  # (C,) sum_{i in c} ||h_i - mu_c||^2
+    ncc_correct: jax.Array  # ()  number of samples whose nearest class mean is their own
+    nc4_mismatch: jax.Array  # () number of samples where argmax(logits) != nearest class mean
+
+
+def stats2(h, y, geom: Geometry, C, logits=None) -> Stats2:
+    r = h - jnp.take(geom.means, y, axis=0)
+    q = mm(r, geom.basis.T)
+    pred = jnp.argmin(ncc_scores(h, geom.global_mean, geom.centered), axis=1)
+    if logits is None:
+        mismatch = jnp.zeros((), jnp.int32)
+    else:
+        # logits come as unit_rows(logits): argmax is per-row invariant, and XLA would read
+        # subnormal logits as 0 (false ties)
+        mismatch = jnp.sum(jnp.argmax(logits, axis=1) != pred, dtype=jnp.int32)
+    return Stats2(
+        counts=segsum(jnp.ones(y.shape, jnp.int32), y, C),
+        proj_sq=jnp.sum(q * q, axis=0),
+        within_sq=segsum(jnp.sum(r * r, axis=1), y, C),
+        ncc_correct=jnp.sum(pred == y, dtype=jnp.int32),
+        nc4_mismatch=mismatch,
+    )

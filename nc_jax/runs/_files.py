@@ -1,0 +1,111 @@
+"""Files a run writes: atomic writes (a kill leaves the old or the new file, never a torn one)
+and the guard of an output directory (never overwrite another run's results silently; one
+writer at a time is `nc_jax.runs`)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import tempfile
+from typing import Any, Optional
+
+#: What a run writes into its output directory (the checkpoint is `checkpoint.npz`);
+#: `prepare_out_dir(overwrite=True)` removes them so that a fresh run never sits next to a stale
+#: result of the previous one.
+CHECKPOINT_NAME = "checkpoint.npz"
+RUN_ARTIFACTS = (CHECKPOINT_NAME, "results.json", "results.csv")
+_TMP_SUFFIX = ".tmp"
+
+
+class OutDirError(RuntimeError):
+    """The output directory holds results that this run must not overwrite, or cannot be used."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be used: unreadable, corrupt, truncated, of another format, of
+    another run (`CheckpointMismatchError`) or of other software (`CheckpointVersionError`)."""
+
+
+def host_name() -> str:
+    """This machine's name as it appears in lock and temp file names (file-name safe)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (a reused pid counts as alive,
+    which only ever makes the callers more careful)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# atomic files
+# --------------------------------------------------------------------------------------------
+
+def _current_umask() -> int:
+    # mkstemp creates 0600 files; results should get the permissions a plain open() would give.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _fsync_dir(directory: str) -> None:
+    # The rename itself must reach the disk too, or a power cut can resurrect the old file.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` so that readers (and a crash) see the old or the new file, never a
+    partial one: temp file in the same directory (same file system, so the rename is atomic),
+    flush + fsync, `os.replace`, fsync of the directory. The parent directory must exist."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    # the writer's host and pid in the name let a later run prove the file orphaned
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{host_name()}-{os.getpid()}.",
+                               suffix=_TMP_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
+    """`atomic_write_bytes` of `text` encoded with `encoding`."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path, obj: Any, *, indent: Optional[int] = 1, **dump_kwargs) -> None:
+    """`atomic_write_text` of `json.dumps(obj, indent=indent, **dump_kwargs)` plus a newline."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, **dump_kwargs) + "\n")
+
+
+def _is_temp(name: str) -> bool:
+    """A temp file of `atomic_write_bytes` (in flight, or left behind by a killed writer)."""
+    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+
+
+_TEMP_WRITER = re.compile(r"^\.(?P<base>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[a-z0-9_]+"
+                          + re.escape(_TMP_SUFFIX) + "$")

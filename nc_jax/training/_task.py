@@ -1,0 +1,181 @@
+"""A `Task` is what one run trains: a model, where its classifier is, a loss and an optimizer.
+
+Every training and analysis function takes one `Task` instead of `model=` / `tx=` / loss
+threaded through each layer. It is built once, outside any `vmap`, from a config (big_vision
+style: model and loss chosen by name) or from a user's own Flax module and loss function.
+
+The model protocol (what `Task` needs of a module):
+
+- a `flax.linen.Module` with `__call__(x, train: bool = False, return_features: bool = False)`;
+- x is (B, ...): flat vectors (B, d) or images (B, H, W, C), whatever the module accepts;
+- it returns logits (B, C), or with `return_features=True` the pair `(logits, features)`,
+  `features` a tuple of (B, ...) arrays in layer order whose last entry is the penultimate
+  feature h that the classifier reads (logits = h W^T + b);
+- BN statistics, if any, live in the `batch_stats` collection;
+- the classifier (W (C, d), b (C,) or None) is found by `classifier(params)`; the default rule
+  (`nc_jax.models.head_classifier`) takes the Dense layer named `head`.
+
+A Flax NNX module enters through `nc_jax.models`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nc_jax.config import SweepConfig
+from nc_jax.data import make_dataset
+from nc_jax.training._losses import Loss, get_loss
+from nc_jax.training._names import callable_name
+from nc_jax.models import head_classifier, make_model
+from nc_jax.training._optim import make_optimizer, steps_per_epoch
+
+Classifier = Callable[[Any], Tuple[jax.Array, Optional[jax.Array]]]
+
+
+def _describe(v: Any) -> Any:
+    """A module field as JSON: numbers, strings and tuples as they are, anything else by repr."""
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    if isinstance(v, (tuple, list)):
+        return [_describe(e) for e in v]
+    return repr(v)
+
+
+def model_identity(model: nn.Module, name: Optional[str] = None, *,
+                   registered: bool = False) -> dict:
+    """What identifies a model's numbers: its name and its dataclass fields (JSON-able), plus,
+    for a user's module that is not in the model registry, its `module.qualname`.
+
+    A registered model is keyed on its registered name only, so moving nc-jax's (or a user's
+    registered) model class to another module never invalidates a checkpoint. Two runs of the
+    same model with other widths or BN variants differ in the fields, so a checkpoint is only
+    resumed by the model that wrote it."""
+    fields = {f.name: _describe(getattr(model, f.name)) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name")}
+    cls = type(model)
+    out = {"name": name or cls.__name__, "fields": fields}
+    if not registered:
+        out["class"] = f"{cls.__module__}.{cls.__qualname__}"
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """model + classifier rule + loss + optimizer of one run (the run axis is added by vmap).
+
+    `model_name` and `loss_name` identify the run in results and checkpoints ("mlp", "ce", or a
+    user module's class name and a user loss' qualified name).
+    """
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    loss: Loss
+    num_classes: int
+    classifier: Classifier = head_classifier
+    model_name: str = ""
+    loss_name: str = "ce"
+    model_registered: bool = False
+
+    # ---- pure functions of one run's variables -------------------------------------------
+    def variables(self, params, batch_stats) -> dict:
+        return {"params": params, "batch_stats": batch_stats}
+
+    def init_variables(self, key: jax.Array, sample_shape: Sequence[int]) -> Tuple[Any, Any]:
+        """(params, batch_stats) of a fresh model for inputs of per-sample shape `sample_shape`."""
+        variables = self.model.init(key, jnp.zeros((2, *sample_shape), jnp.float32), train=False)
+        return variables["params"], variables.get("batch_stats", {})
+
+    def apply_train(self, params, batch_stats, x) -> Tuple[jax.Array, Any]:
+        """Train-mode logits (B, C) (BN on batch statistics) and the updated batch_stats."""
+        logits, updates = self.model.apply(self.variables(params, batch_stats), x, train=True,
+                                           mutable=["batch_stats"])
+        return logits, updates.get("batch_stats", {})
+
+    def features(self, params, batch_stats, x, train: bool = False):
+        """(logits (N, C), features tuple) on x; `train=False` uses the BN running statistics
+        (eval mode, what the thesis measures); `train=True` normalizes with x's own statistics
+        (running statistics untouched)."""
+        v = self.variables(params, batch_stats)
+        if train:
+            out, _ = self.model.apply(v, x, train=True, return_features=True,
+                                      mutable=["batch_stats"])
+        else:
+            out = self.model.apply(v, x, train=False, return_features=True)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], (tuple, list))):
+            raise TypeError(f"{self.model_name}: with return_features=True the model must return "
+                            f"(logits, features tuple), got {type(out).__name__}")
+        return out[0], tuple(out[1])
+
+    def weights(self, params) -> Tuple[jax.Array, Optional[jax.Array]]:
+        """The classifier (W (C, d), b (C,) or None)."""
+        return self.classifier(params)
+
+    # ---- identity and validation ---------------------------------------------------------
+    def identity(self) -> dict:
+        return {"model": model_identity(self.model, self.model_name,
+                                        registered=self.model_registered),
+                "loss": self.loss_name, "classifier": callable_name(self.classifier)}
+
+    def check(self, sample_shape: Sequence[int]) -> None:
+        """Trace the model once (no FLOPs) and check the protocol, so a module that breaks it
+        fails here with a message, not deep inside a vmapped scan."""
+        key = jax.random.key(0)
+        try:
+            params, stats = jax.eval_shape(lambda k: self.init_variables(k, sample_shape), key)
+        except Exception as e:
+            raise ValueError(f"model {self.model_name!r} cannot be initialised on inputs of "
+                             f"per-sample shape {tuple(sample_shape)}: {e}") from e
+        x = jax.ShapeDtypeStruct((3, *sample_shape), jnp.float32)
+        logits, feats = jax.eval_shape(lambda p, s, x: self.features(p, s, x), params, stats, x)
+        if logits.shape != (3, self.num_classes):
+            raise ValueError(f"model {self.model_name!r} returns logits of shape {logits.shape} "
+                             f"for a batch of 3; expected (3, {self.num_classes}) (the data has "
+                             f"{self.num_classes} classes)")
+        if not feats or any(f.shape[0] != 3 for f in feats):
+            raise ValueError(f"model {self.model_name!r}: features must be a non-empty tuple of "
+                             f"(B, ...) arrays, got shapes {[f.shape for f in feats]}")
+        W, b = jax.eval_shape(self.weights, params)
+        d = int(np.prod(feats[-1].shape[1:]))
+        if W.shape != (self.num_classes, d) or (b is not None and b.shape != (self.num_classes,)):
+            raise ValueError(f"model {self.model_name!r}: the classifier gives W {W.shape} and b "
+                             f"{None if b is None else b.shape}; expected W ({self.num_classes}, "
+                             f"{d}) matching the last feature and b ({self.num_classes},) or None")
+
+
+def make_task(cfg: SweepConfig, data, *, model: Optional[nn.Module] = None, loss: Union[str, Loss, None] = None,
+              classifier: Optional[Classifier] = None,
+              tx: Optional[optax.GradientTransformation] = None) -> Task:
+    """The Task of a config on `data` (its number of classes and samples fix the head and the
+    LR schedule's steps): `model` (default `make_model(cfg.model)`), `loss` (a name, a callable
+    or None = cfg.loss), `classifier` (default: the Dense named `head`) and `tx` (default: the
+    SGD + weight decay of cfg.optim; a custom `tx` must be an `optax.inject_hyperparams`
+    transform with `learning_rate` and `weight_decay` hyperparameters, so runs keep their own)."""
+    num_classes = data.num_classes
+    if model is None:
+        model = make_model(cfg.model, num_classes)
+        name, registered = cfg.model.name, True
+    else:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a flax.linen.Module (wrap an NNX module with "
+                            f"nc_jax.models.from_nnx), got {type(model).__name__}")
+        name, registered = type(model).__name__, False
+    loss_fn, lname = get_loss(loss, cfg.loss)
+    if tx is None:
+        tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size))
+    return Task(model=model, tx=tx, loss=loss_fn, num_classes=int(num_classes),
+                classifier=classifier or head_classifier, model_name=name, loss_name=lname,
+                model_registered=registered)
+
+
+def data_and_task(cfg: SweepConfig, data=None, **task_kwargs) -> Tuple[Any, Task]:
+    """(data, task) of a run: `data` (default: made from cfg.data) and `make_task(cfg, data,
+    **task_kwargs)` on it; the one place a run's data and task are built."""
+    if data is None:
+        data = make_dataset(cfg.data)
+    return data, make_task(cfg, data, **task_kwargs)
