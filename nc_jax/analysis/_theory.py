@@ -24,18 +24,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-__all__ = ["feature_rms", "weight_scale", "min_loss", "loss_gap", "rate_term", "inter_rate_term",
-           "cross_entropy"]
+from nc_jax.metrics._checks import check_num_classes
 
-
-def _check_c(num_classes) -> int:
-    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
-        raise ValueError(f"num_classes must be a static Python int, got {type(num_classes).__name__}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    return int(num_classes)
 
 
 def _f(x):
@@ -71,7 +62,7 @@ def min_loss(alpha, beta, num_classes: int) -> jax.Array:
     with ||W||_F <= sqrt(C) beta (balanced classes). Computed as ``log1p`` for accuracy at large
     alpha beta.
     """
-    C = _check_c(num_classes)
+    C = check_num_classes(num_classes)
     ab = _f(alpha) * _f(beta)
     return jnp.log1p((C - 1) * jnp.exp(-C / (C - 1) * ab))
 
@@ -89,7 +80,7 @@ def rate_term(alpha, beta, num_classes: int, epsilon, delta) -> jax.Array:
     a 1-delta fraction of the classes (the thesis' remark: the ``e^{O(alpha beta)}`` factor is about
     ``e^{C/(C-1) alpha beta}``). Negative ``epsilon`` (rounding) is clipped to 0.
     """
-    C = _check_c(num_classes)
+    C = check_num_classes(num_classes)
     ab = _f(alpha) * _f(beta)
     eps = jnp.maximum(_f(epsilon), 0.0)
     return jnp.exp(C / (C - 1) * ab) / ab * jnp.sqrt(eps / _f(delta))
@@ -102,7 +93,7 @@ def inter_rate_term(alpha, beta, num_classes: int, epsilon, delta) -> jax.Array:
     at least a 1-delta fraction of the class pairs, with the ``e^{O(alpha beta)}`` factor read as
     in :func:`rate_term`. Negative ``epsilon`` (rounding) is clipped to 0.
     """
-    C = _check_c(num_classes)
+    C = check_num_classes(num_classes)
     ab = _f(alpha) * _f(beta)
     eps = jnp.maximum(_f(epsilon), 0.0)
     return jnp.exp(C / (C - 1) * ab) / ab * (eps / _f(delta)) ** (1.0 / 6.0)

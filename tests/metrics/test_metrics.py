@@ -535,3 +535,23 @@ def test_old_argument_order_fails_loudly():
         jax.vmap(lambda h, W: metrics.nc3(h, y, W, 6))(h[None], W[None])
     with pytest.raises(TypeError):  # the weights are required
         metrics.nc3(h, y, 6)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1.0, 1e20])
+def test_ncc_predict_centers_against_float64(scale):
+    """Nearest of given centers (held-out features against training means) equals NumPy float64
+    argmin of Euclidean distances, at any common scale."""
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(5, 7)) * 3
+    h = centers[rng.integers(0, 5, 200)] + rng.normal(size=(200, 7))
+    d2 = ((h[:, None, :] - centers[None]) ** 2).sum(-1)
+    want = d2.argmin(1)
+    # rows whose two nearest centers are within float32 rounding may legitimately differ
+    part = np.sort(d2, axis=1)
+    clear = (part[:, 1] - part[:, 0]) > 1e-4 * part[:, 1]
+    got = np.asarray(metrics.ncc_predict_centers((h * scale).astype(np.float32),
+                                                 (centers * scale).astype(np.float32)))
+    assert clear.sum() > 150
+    np.testing.assert_array_equal(got[clear], want[clear])
+    with pytest.raises(ValueError, match=r"\(N, d\) and centers \(C, d\)"):
+        metrics.ncc_predict_centers(h, centers[:, :3])

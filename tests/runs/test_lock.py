@@ -254,3 +254,22 @@ def test_unwritable_out_fails_before_training(tmp_path):
     assert lines[1] == (f"error: cannot create output directory {ro}/sub (Permission denied); "
                         f"nothing was run: choose a writable --out")
     assert os.listdir(ro) == []
+
+
+def test_run_sweep_with_out_dir_takes_the_lock(tmp_path):
+    """The Python entry point with an output directory is refused, like the CLI, while another
+    process holds the directory, and trains nothing."""
+    from nc_jax import run_sweep
+    from tests.helpers import tiny_config, tiny_data
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_AND_SLEEP, str(out)], cwd=ROOT,
+                              env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cfg = tiny_config()
+        with pytest.raises(OutDirBusyError, match=rf"pid {holder.pid}"):
+            run_sweep(cfg, tiny_data(cfg), out_dir=out, progress=False)
+        assert not (out / "checkpoint.npz").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -170,3 +170,22 @@ def test_one_run_at_a_time_equals_each_run_alone_bitwise():
 def test_vmap_runs_validated():
     with pytest.raises(ConfigError, match=r"vmap_runs must be >= 0, got -1"):
         tiny_config(vmap_runs=-1)
+
+
+def test_run_options_name_an_unknown_field():
+    from nc_jax.training import RunOptions
+    with pytest.raises(TypeError, match=r"unknown run option\(s\) \['record_evry'\]"):
+        RunOptions.of(record_evry=2)
+    base = RunOptions(record_every=3, progress=False)
+    assert RunOptions.of(base, seeds=(1,)) == RunOptions(record_every=3, progress=False, seeds=(1,))
+    assert RunOptions.of(base) is base
+
+
+def test_options_object_and_keywords_train_the_same_runs():
+    from nc_jax.training import RunOptions
+    cfg = tiny_config()
+    data = tiny_data(cfg)
+    a = run_sweep(cfg, data, options=RunOptions(progress=False, record_every=1))
+    b = run_sweep(cfg, data, progress=False, record_every=1)
+    np.testing.assert_array_equal(a.final_loss, b.final_loss)
+    assert a.record_epochs.tolist() == b.record_epochs.tolist() == list(range(1, cfg.optim.epochs + 1))
