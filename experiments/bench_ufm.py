@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.ufm import _solve as ufm
+from nc_jax import ufm
 
 C, N_PER = 10, 100
 

@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.ufm import _solve as ufm
-from nc_jax.ufm import _tightness as T
-from nc_jax.runs import atomic_write_text
-from nc_jax.ufm._plots import TAUS, plot_all
-from nc_jax.runs import environment
+from nc_jax import ufm
+from nc_jax.runs import atomic_write_text, environment
+from nc_jax.ufm import plots
+from nc_jax.ufm import tightness as T
+
+TAUS, plot_all = plots.TAUS, plots.plot_all
 
 NAME = "ufm_tightness"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

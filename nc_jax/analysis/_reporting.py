@@ -23,7 +23,6 @@ from nc_jax import metrics
 
 from nc_jax.analysis import _theory as theory
 from nc_jax.metrics._measures import cos_summary
-from nc_jax.models import MLP
 from nc_jax.training._losses import cross_entropy
 from nc_jax.training._names import callable_name
 from nc_jax.training._step import TrainState, forward
@@ -152,22 +151,22 @@ def prop221(v: RunView) -> Dict[str, jax.Array]:
     (except the peeled MLP's) and has eps = 1e-5, so `prop221_rhs` = sqrt(||gamma||^2 +
     ||beta||^2) holds up to eps and `prop221_rhs_eps` = sqrt(sum_k gamma_k^2 var_k / (var_k +
     eps) + ||beta||^2), var_k the whole-set variance of BN input k, holds exactly.
-    Other models: no keys (their penultimate feature is not a BN output)."""
-    model = v.task.model
-    if not isinstance(model, MLP) or model.bn == "none":
+    Models that do not provide `last_bn` (`nc_jax.training.Task.last_bn`), and MLPs without BN:
+    no keys."""
+    if not v.task.has_last_bn:
         return {}
-    last = model.depth - 2
-    p = v.state.params
-    bn = p.get(f"bn_{last}", {})
+    feats = v.train_features
+    bn = v.task.last_bn(v.state.params, feats[-2] if len(feats) > 1 else _flat(v.x))
+    if bn is None:
+        return {}
     nan = jnp.float32(jnp.nan)
-    g = jnp.linalg.norm(bn["scale"]) if "scale" in bn else nan
-    bt = jnp.linalg.norm(bn["bias"]) if "bias" in bn else (jnp.float32(0.0) if "scale" in bn else nan)
-    # the last BN's input over the whole set: ReLU(Dense(previous block's train-mode output))
-    prev = v.train_features[-2] if last > 0 else _flat(v.x)
-    pre = jax.nn.relu(prev @ p[f"dense_{last}"]["kernel"] + p[f"dense_{last}"]["bias"])
+    scale, bias, pre = bn["scale"], bn["bias"], bn["input"]
+    g = jnp.linalg.norm(scale) if scale is not None else nan
+    bt = jnp.linalg.norm(bias) if bias is not None else (jnp.float32(0.0) if scale is not None
+                                                         else nan)
     var = jnp.mean(jnp.square(pre - jnp.mean(pre, axis=0)), axis=0)
-    gamma = bn["scale"] if "scale" in bn else jnp.ones_like(var)
-    shift = jnp.sum(jnp.square(bn["bias"])) if "bias" in bn else 0.0
+    gamma = scale if scale is not None else jnp.ones_like(var)
+    shift = jnp.sum(jnp.square(bias)) if bias is not None else 0.0
     rhs_eps = jnp.sqrt(jnp.sum(gamma ** 2 * var / (var + 1e-5)) + shift)
     return {"rms_train": theory.feature_rms(_flat(v.train_features[-1])), "gamma_norm": g,
             "beta_norm": bt, "prop221_rhs": jnp.sqrt(g ** 2 + bt ** 2),

@@ -53,6 +53,19 @@ class MLP(nn.Module):
             return logits, tuple(features)
         return logits
 
+    def last_bn(self, params, prev):
+        """The last BN layer, the one whose output is the feature h (optional model protocol,
+        read by Proposition 2.2.1's report): `{"scale": gamma (d,) or None, "bias": beta (d,) or
+        None, "input": z (N, d)}`, z = ReLU(W_{L-1} prev + b_{L-1}) its input, computed from
+        `prev` (N, width), the previous block's train-mode output (or the flattened input for
+        depth 2). None without BN."""
+        if self.bn == "none":
+            return None
+        last = self.depth - 2
+        bn, dense = params.get(f"bn_{last}", {}), params[f"dense_{last}"]
+        z = nn.relu(prev @ dense["kernel"] + dense["bias"])
+        return {"scale": bn.get("scale"), "bias": bn.get("bias"), "input": z}
+
 
 @register_model("mlp")
 def _mlp(cfg, num_classes: int) -> MLP:

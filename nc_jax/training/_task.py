@@ -13,7 +13,9 @@ The model protocol (what `Task` needs of a module):
   feature h that the classifier reads (logits = h W^T + b);
 - BN statistics, if any, live in the `batch_stats` collection;
 - the classifier (W (C, d), b (C,) or None) is found by `classifier(params)`; the default rule
-  (`nc_jax.models.head_classifier`) takes the Dense layer named `head`.
+  (`nc_jax.models.head_classifier`) takes the Dense layer named `head`;
+- optionally, `last_bn(params, prev)` names the BN layer whose output is h (see
+  `nc_jax.models.MLP.last_bn`), for the report of Proposition 2.2.1.
 
 A Flax NNX module enters through `nc_jax.models`.
 """
@@ -111,6 +113,17 @@ class Task:
             raise TypeError(f"{self.model_name}: with return_features=True the model must return "
                             f"(logits, features tuple), got {type(out).__name__}")
         return out[0], tuple(out[1])
+
+    @property
+    def has_last_bn(self) -> bool:
+        return callable(getattr(self.model, "last_bn", None))
+
+    def last_bn(self, params, prev) -> Optional[dict]:
+        """The model's last BN layer (scale, bias, input; see `nc_jax.models.MLP.last_bn`) when
+        the model provides `last_bn(params, prev)`, else None: the optional part of the protocol
+        that Proposition 2.2.1's report needs."""
+        rule = getattr(self.model, "last_bn", None)
+        return None if rule is None else rule(params, prev)
 
     def weights(self, params) -> Tuple[jax.Array, Optional[jax.Array]]:
         """The classifier (W (C, d), b (C,) or None)."""

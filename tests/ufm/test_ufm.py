@@ -13,7 +13,7 @@ import pytest
 
 from nc_jax.analysis import _theory as theory
 from nc_jax import ufm
-from nc_jax.ufm import _tightness as T
+from nc_jax.ufm import tightness as T
 
 
 def np_m(ab, C):
