@@ -104,7 +104,7 @@ def test_no_module_over_400_lines():
     assert not long, long
 
 
-@pytest.mark.parametrize("pkg", ["nc_jax", "nc_jax.models", "nc_jax.data", "nc_jax.training",
+@pytest.mark.parametrize("pkg", ["nc_jax", "nc_jax.config", "nc_jax.models", "nc_jax.data", "nc_jax.training",
                                  "nc_jax.metrics", "nc_jax.analysis", "nc_jax.ufm", "nc_jax.runs",
                                  "nc_jax.thesis", "nc_jax.cli"])
 def test_public_namespaces_are_curated(pkg):

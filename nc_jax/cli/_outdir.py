@@ -12,25 +12,16 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from nc_jax.config import SweepConfig
+from nc_jax.config import SweepConfig, canonical_dict
 from nc_jax.runs import (CheckpointError, Experiment, OutDirError, check_software, checkpoint_epoch,
                          config_differences, load_results, read_checkpoint)
 from nc_jax.training import Preempted, is_main_process
 
 
-def _no_default_test_size(d) -> dict:
-    """A config dict without `data.test_size` when it is 0: results.json files written before
-    the field existed lack it, and must still count as this run's (e.g. for --reanalyse)."""
-    if not isinstance(d, dict) or not isinstance(d.get("data"), dict) or d["data"].get("test_size"):
-        return d
-    return {**d, "data": {k: v for k, v in d["data"].items() if k != "test_size"}}
-
-
 def same_configs(stored: Optional[dict], configs: Dict[str, SweepConfig]) -> bool:
     if not isinstance(stored, dict) or sorted(stored) != sorted(configs):
         return False
-    return not any(config_differences(_no_default_test_size(stored[g]),
-                                      _no_default_test_size(c.to_dict()))
+    return not any(config_differences(canonical_dict(stored[g]), canonical_dict(c.to_dict()))
                    for g, c in configs.items())
 
 

@@ -34,8 +34,8 @@ from nc_jax.training._distributed import is_key as _is_key, is_main_process
 from nc_jax.runs._files import CheckpointError, atomic_write_bytes
 from nc_jax.runs._identity import check_config, check_software, run_identity, upgrade_identity
 from nc_jax.runs._provenance import software
-from nc_jax.training._loop import (ChunkEvent, RunOptions, SweepResult, SweepState, init_states,
-                                  resolve_run_arrays, train_runs)
+from nc_jax.training import (ChunkEvent, RunOptions, SweepResult, SweepState, init_states,
+                             resolve_run_arrays, sets_learning_rate, train_runs)
 from nc_jax.training._task import Task
 
 FORMAT = "nc-jax-checkpoint"
@@ -324,8 +324,9 @@ def resumable_train_runs(task: Task, cfg: SweepConfig, data: Dataset, ckpt_path,
     start, history = None, None
     if os.path.exists(ckpt_path):
         # eval_shape: the layout of k fresh states without computing (or compiling) them
+        set_lr = sets_learning_rate(task, o.learning_rates is not None)
         template = jax.eval_shape(lambda: init_states(task, seeds, learning_rates, weight_decays,
-                                                      data.sample_shape))
+                                                      data.sample_shape, set_lr))
         start, meta = _restore(ckpt_path, template, ident)
         epoch = start.epoch
         if not (0 < epoch <= cfg.optim.epochs) or (epoch % chunk and epoch != cfg.optim.epochs):

@@ -19,7 +19,7 @@ from nc_jax.data._datasets import Dataset, make_dataset
 from nc_jax.runs._checkpoint import checkpoint_epoch, resumable_train_runs
 from nc_jax.runs._files import CheckpointError
 from nc_jax.training import _preempt as preempt
-from nc_jax.training._loop import RunOptions, train_runs
+from nc_jax.training import RunOptions, train_runs
 from nc_jax.training._task import data_and_task
 
 Presets = Mapping[str, Callable[[], Dict[str, SweepConfig]]]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from nc_jax.runs import _provenance as provenance
-from nc_jax.config import SweepConfig
+from nc_jax.config import SweepConfig, canonical_dict
 from nc_jax.data._datasets import Dataset
 from nc_jax.runs._files import CheckpointError
 from nc_jax.training._names import callable_name
@@ -66,22 +66,15 @@ def run_identity(cfg: SweepConfig, data: Dataset, *, weight_decays, seeds, learn
     model or loss is refused. Functions and models nc-jax provides are named by their registered
     names (`callable_name`), never by module paths, so moving code keeps checkpoints valid.
     """
-    cfg_d = cfg.to_dict()
+    # fields added after checkpoints were first written are left out at their implicit value
+    # (automatic layout, all runs vmapped, no hold-out, SGD with step decays, one weight decay
+    # per run), so older checkpoints keep matching; the header stores the layout a run used
+    cfg_d = canonical_dict(cfg.to_dict())
     cfg_d.pop("checkpoint_every", None)
-    if not cfg_d.get("runs_per_device"):
-        # automatic layout: the checkpoint header stores the layout it used and a resume keeps
-        # it, so 0 is no constraint (and checkpoints older than the field stay readable)
-        cfg_d.pop("runs_per_device", None)
-    if not cfg_d.get("vmap_runs"):
-        # all runs vmapped, the formulation of every checkpoint written before the field
-        cfg_d.pop("vmap_runs", None)
-    if not cfg_d.get("data", {}).get("test_size"):
-        # no hold-out: the field at its default changes nothing, and checkpoints written before
-        # it existed must keep matching (a hold-out changes the data fingerprint anyway)
-        cfg_d.get("data", {}).pop("test_size", None)
+    wd = np.asarray(weight_decays, np.float64)
     ident = {
         **cfg_d,
-        "runs": {"weight_decay": [float(v) for v in np.asarray(weight_decays, np.float64)],
+        "runs": {"weight_decay": wd.tolist(),
                  "seed": [int(v) for v in np.asarray(seeds, np.int64)],
                  "learning_rate": [float(v) for v in np.asarray(learning_rates, np.float64)],
                  "chunk_epochs": int(chunk_epochs),

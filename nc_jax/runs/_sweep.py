@@ -19,7 +19,7 @@ from nc_jax.runs._files import CHECKPOINT_NAME
 from nc_jax.runs._lock import OutDirLock
 from nc_jax.runs._outdir import prepare_out_dir
 from nc_jax.training._distributed import is_main_process
-from nc_jax.training._loop import RunOptions, SweepResult, train_runs
+from nc_jax.training import RunOptions, SweepResult, train_runs
 from nc_jax.training._task import data_and_task
 
 

@@ -20,9 +20,8 @@ rounding (~1e-7).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,128 +33,15 @@ from nc_jax.training import _preempt as preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data._datasets import Dataset
 from nc_jax.training._hooks import ChunkEvent, ProgressHook
+from nc_jax.training._result import RunOptions, SweepResult, SweepState
 from nc_jax.training._layout import RUN_AXIS, map_runs, run_layout
 from nc_jax.training._task import Task
 from nc_jax.training._step import TrainState, evaluate, init_state, train_epoch
 
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """How a grid is trained, beside what the `SweepConfig` fixes: one object handed down the
-    layers (`nc_jax.run_sweep` -> checkpointed loop -> `train_runs`) instead of a dozen keywords.
-
-    weight_decays / seeds / learning_rates: per-run arrays (K,) overriding the config's grid
-    (None: cfg.weight_decays x cfg.seeds at cfg.optim.lr); record_every: epochs between in-loop
-    evaluations (None: cfg.record_every; 0: none); record_fn(state, x, y) -> {name: scalar}
-    evaluated then (None: loss / accuracy); epochs_per_call: epochs per compiled call when not
-    recording; runs_per_device: the run layout's B (None: cfg.runs_per_device); devices: the
-    devices to shard the run axis over (None: all); progress: a progress bar; hooks: callables
-    of a `ChunkEvent` run after every compiled call.
-    """
-
-    weight_decays: Optional[Sequence[float]] = None
-    seeds: Optional[Sequence[int]] = None
-    learning_rates: Optional[Sequence[float]] = None
-    record_every: Optional[int] = None
-    record_fn: Optional[Callable] = None
-    epochs_per_call: int = 1
-    runs_per_device: Optional[int] = None
-    devices: Optional[Sequence] = None
-    progress: bool = True
-    hooks: Sequence[Callable[[ChunkEvent], None]] = ()
-
-    @classmethod
-    def of(cls, options: Optional["RunOptions"] = None, **overrides) -> "RunOptions":
-        """`options` (default: all defaults) with `overrides` (field names) applied; an unknown
-        name is a TypeError naming the fields."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(f"unknown run option(s) {unknown}; RunOptions fields: {sorted(known)}")
-        base = cls() if options is None else options
-        return dataclasses.replace(base, **overrides) if overrides else base
-
-
-@dataclasses.dataclass
-class SweepState:
-    """Everything a sweep carries between compiled chunks, for the K real runs (no padding).
-
-    states: stacked `TrainState` (leading run axis K); epoch: epochs done; history[name]:
-    (K, epoch) train-mode loss / accuracy per epoch; records[name]: (K, R) in-loop evaluations
-    at `record_epochs` (R,); runs_per_device: the B of the layout that computed them.
-    """
-
-    states: TrainState
-    epoch: int
-    history: Dict[str, np.ndarray]
-    records: Dict[str, np.ndarray]
-    record_epochs: np.ndarray
-    runs_per_device: int
-
-
-@dataclasses.dataclass
-class SweepResult:
-    """Per-run results of a sweep; arrays have a leading run axis of length K.
-
-    weight_decay / learning_rate are the values as given (float64, so 1e-4 stays 1e-4 in the
-    results; training uses their float32 rounding). history[name] is (K, epochs) (train-mode
-    loss / accuracy averaged over each epoch); records[name] is (K, R) for the R evaluations at
-    `record_epochs` (NC during training). final_loss / final_accuracy are measured on the whole
-    training set with BN in eval mode.
-    """
-
-    config: SweepConfig
-    task: Task
-    weight_decay: np.ndarray
-    seed: np.ndarray
-    learning_rate: np.ndarray
-    final_loss: np.ndarray
-    final_accuracy: np.ndarray
-    diverged: np.ndarray
-    history: Dict[str, np.ndarray]
-    record_epochs: np.ndarray
-    records: Dict[str, np.ndarray]
-    states: TrainState
-    wall_time_s: float
-    compile_time_s: float
-    num_devices: int = 1
-    runs_per_device: int = 0  # B of the run layout that produced these numbers
-
-    @property
-    def num_runs(self) -> int:
-        return int(self.weight_decay.shape[0])
-
-    def state(self, i: int) -> TrainState:
-        """The final state of run i (no run axis): `.params`, `.batch_stats`, ..."""
-        return jax.tree.map(lambda a: a[i], self.states)
-
-    def identity(self) -> dict:
-        """What ran, taken from the task (not from defaults): model name, depth, width, BN, loss."""
-        m = self.task.model
-        cfg_model = self.config.model if self.task.model_name == self.config.model.name else None
-        get = (lambda k: getattr(cfg_model, k)) if cfg_model is not None else \
-            (lambda k: getattr(m, k, None))
-        return {"model": self.task.model_name, "depth": get("depth"), "width": get("width"),
-                "bn": get("bn"), "loss": self.task.loss_name}
-
-    def runs(self) -> List[dict]:
-        """One dict per run with plain Python numbers; a diverged run's metrics are None."""
-        ident = self.identity()
-        out = []
-        for i in range(self.num_runs):
-            div = bool(self.diverged[i])
-            out.append({
-                **ident, "weight_decay": float(self.weight_decay[i]), "seed": int(self.seed[i]),
-                "learning_rate": float(self.learning_rate[i]), "diverged": div,
-                "train_loss": None if div else float(self.final_loss[i]),
-                "train_accuracy": None if div else float(self.final_accuracy[i]),
-            })
-        return out
-
-
-
-def run_grid(weight_decays: Sequence[float], seeds: Sequence[int]):
-    """Runs in the order wd-major, seed-minor: (wd_i, seed_j) is run i * len(seeds) + j."""
-    wd = np.repeat(np.asarray(weight_decays, np.float64), len(seeds))
+def run_grid(weight_decays, seeds: Sequence[int]):
+    """Runs in the order wd-major, seed-minor: (wd_i, seed_j) is run i * len(seeds) + j.
+    `weight_decays` (W,) or (W, G) with decay groups; returns wd (K,) or (K, G), seeds (K,)."""
+    wd = np.repeat(np.asarray(weight_decays, np.float64), len(seeds), axis=0)
     sd = np.tile(np.asarray(seeds, np.int64), len(weight_decays))
     return wd, sd
 
@@ -189,18 +75,26 @@ def check_run_arrays(weight_decays, seeds, learning_rates) -> None:
                           f"({len(learning_rates)}) must have the same, non-zero length")
     for name, a, ok, rng in (("weight_decays", weight_decays, lambda v: v >= 0, ">= 0"),
                              ("learning_rates", learning_rates, lambda v: v > 0, "> 0")):
-        bad = np.flatnonzero(~(np.isfinite(a) & ok(a)))
+        a = np.asarray(a, np.float64)
+        bad = np.argwhere(~(np.isfinite(a) & ok(a)))
         if bad.size:
-            i = int(bad[0])
-            raise ConfigError(f"{name}[{i}] must be finite and {rng}, got {float(a[i])!r}")
+            i = tuple(int(j) for j in bad[0])
+            where = i[0] if len(i) == 1 else list(i)
+            raise ConfigError(f"{name}[{where}] must be finite and {rng}, got {float(a[i])!r}")
 
 
 def resolve_run_arrays(cfg: SweepConfig, weight_decays=None, seeds=None, learning_rates=None):
     """Per-run (weight_decays float64, seeds int64, learning_rates float64), each (K,), as given:
     the explicit arrays when given, else cfg's grid and learning rate; validated."""
     if weight_decays is None or seeds is None:
-        weight_decays, seeds = run_grid(cfg.weight_decays, cfg.seeds)
+        weight_decays, seeds = run_grid(cfg.weight_decay_matrix(), cfg.seeds)
     weight_decays = np.asarray(weight_decays, np.float64)
+    groups = cfg.optim.weight_decay_groups
+    want = (len(weight_decays),) if len(groups) == 1 else (len(weight_decays), len(groups))
+    if weight_decays.shape != want:
+        raise ConfigError(f"weight_decays must have shape {want} (runs" +
+                          (f" x decay groups {list(groups)})" if len(groups) > 1 else ")") +
+                          f", got {weight_decays.shape}")
     seeds = np.asarray(seeds, np.int64)
     if learning_rates is None:
         learning_rates = np.full(len(weight_decays), cfg.optim.lr, np.float64)
@@ -209,11 +103,12 @@ def resolve_run_arrays(cfg: SweepConfig, weight_decays=None, seeds=None, learnin
     return weight_decays, seeds, learning_rates
 
 
-def init_fn(task: Task, sample_shape: Sequence[int]) -> Callable:
-    """jit(vmap(init_state)): (seeds (K,), learning_rates (K,), weight_decays (K,)) ->
-    stacked initial states. Build it once and call it per group of runs."""
+def init_fn(task: Task, sample_shape: Sequence[int], set_lr: bool = True) -> Callable:
+    """jit(vmap(init_state)): (seeds (K,), learning_rates (K,), weight_decays (K,) or (K, G)) ->
+    stacked initial states. `set_lr` False leaves the optimizer's own learning rate (a user's
+    tx). Build it once and call it per group of runs."""
     sample_shape = tuple(int(s) for s in sample_shape)
-    fn = jax.vmap(lambda k, lr, wd: init_state(task, k, sample_shape, lr, wd))
+    fn = jax.vmap(lambda k, lr, wd: init_state(task, k, sample_shape, lr if set_lr else None, wd))
 
     def init(seeds, learning_rates, weight_decays):
         keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
@@ -223,9 +118,22 @@ def init_fn(task: Task, sample_shape: Sequence[int]) -> Callable:
     return jax.jit(init)
 
 
-def init_states(task: Task, seeds, learning_rates, weight_decays, sample_shape) -> TrainState:
+def init_states(task: Task, seeds, learning_rates, weight_decays, sample_shape,
+                set_lr: bool = True) -> TrainState:
     """Stacked initial states (leading run axis) from per-run seeds, learning rates and WDs."""
-    return init_fn(task, sample_shape)(seeds, learning_rates, weight_decays)
+    return init_fn(task, sample_shape, set_lr)(seeds, learning_rates, weight_decays)
+
+
+def sets_learning_rate(task: Task, explicit: bool) -> bool:
+    """Whether runs set their learning rate in the optimizer: always for nc-jax's optimizer; for
+    a user's only when per-run learning rates were passed (`explicit`), which it must inject."""
+    if not task.custom_tx:
+        return True
+    if explicit and not task.tx_injects_lr:
+        raise ConfigError("per-run learning_rates were passed, but the custom tx injects no "
+                          "learning_rate: build it with optax.inject_hyperparams, or leave its "
+                          "learning rate as it is")
+    return explicit
 
 
 def default_record_fn(task: Task) -> Callable:
@@ -287,9 +195,10 @@ def train_runs(task: Task, cfg: SweepConfig, data: Dataset,
     epochs = ocfg.epochs
     chunk = record_every if record_every else max(1, int(o.epochs_per_call))
     groups = layout.groups()
+    set_lr = sets_learning_rate(task, o.learning_rates is not None)
     if start is None:
         # per group, like training: the compiled batch of runs is the same on any device count
-        init = init_fn(task, data.sample_shape)
+        init = init_fn(task, data.sample_shape, set_lr)
         group_states = [init(sd_p[g], lr_p[g], wd_p[g]) for g in groups]
         epoch0, hist_parts, rec_parts, rec_epochs = 0, [], [], []
     else:
@@ -367,5 +276,6 @@ def train_runs(task: Task, cfg: SweepConfig, data: Dataset,
         final_accuracy=final["accuracy"], diverged=diverged, history=snap.history,
         record_epochs=snap.record_epochs, records=snap.records, states=snap.states,
         wall_time_s=time.perf_counter() - t_start, compile_time_s=compile_time,
-        num_devices=layout.num_devices, runs_per_device=layout.runs_per_device)
+        num_devices=layout.num_devices, runs_per_device=layout.runs_per_device,
+        learning_rate_set=set_lr)
 

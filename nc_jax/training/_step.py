@@ -19,6 +19,10 @@ from nc_jax.training._optim import set_hyperparams
 from nc_jax.training._task import Task
 
 
+#: fold_in tag separating the model's PRNG stream from the data order's.
+_MODEL_RNG_STREAM = 0x6D6F64
+
+
 class TrainState(NamedTuple):
     params: Any
     batch_stats: Any
@@ -32,7 +36,9 @@ def init_state(task: Task, seed_key: jax.Array, sample_shape: Sequence[int], lea
                weight_decay) -> TrainState:
     """Initial state of one run. `seed_key` fixes both the initialization and the data order, so
     runs that share a seed and differ in weight decay start identical and see identical batches.
-    `sample_shape` is the shape of one input (x.shape[1:])."""
+    `sample_shape` is the shape of one input (x.shape[1:]). The run's `weight_decay` (a scalar,
+    or (G,) per decay group) and `learning_rate` go into the optimizer state; `learning_rate`
+    None leaves the optimizer's own (a user's tx)."""
     k_init, k_order = jax.random.split(seed_key)
     params, batch_stats = task.init_variables(k_init, sample_shape)
     opt_state = task.tx.init(params)
@@ -49,8 +55,13 @@ def train_step(state: TrainState, x: jnp.ndarray, y: jnp.ndarray, task: Task
     Returns metrics {"loss": (), "correct": () number of correct predictions}.
     """
 
+    # the model's train-mode randomness (dropout): a key per step, from the run's data-order key
+    # by fold_in, so the data order (split from that key each epoch) is the same with or
+    # without it
+    rng = jax.random.fold_in(jax.random.fold_in(state.key, _MODEL_RNG_STREAM), state.step)
+
     def loss_fn(params):
-        logits, batch_stats = task.apply_train(params, state.batch_stats, x)
+        logits, batch_stats = task.apply_train(params, state.batch_stats, x, rng)
         return task.loss(logits, y), (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -36,6 +36,8 @@ from nc_jax.training._losses import Loss, get_loss
 from nc_jax.training._names import callable_name
 from nc_jax.models import head_classifier, make_model
 from nc_jax.training._optim import make_optimizer, steps_per_epoch
+from nc_jax.training._tx import custom_tx, param_groups
+from nc_jax.training._tx import describe as describe_tx
 
 Classifier = Callable[[Any], Tuple[jax.Array, Optional[jax.Array]]]
 
@@ -72,7 +74,13 @@ class Task:
     """model + classifier rule + loss + optimizer of one run (the run axis is added by vmap).
 
     `model_name` and `loss_name` identify the run in results and checkpoints ("mlp", "ce", or a
-    user module's class name and a user loss' qualified name).
+    user module's class name and a user loss' qualified name). `optimizer` names the
+    transformation ("sgd", "adamw", ... from the config, or "custom:..." for a user's `tx`);
+    `tx_injects_lr`: whether the optimizer state holds a learning rate that a run can set (always
+    for nc-jax's own; a user's is only set when per-run learning rates are passed explicitly).
+    `rng_streams`: the named
+    PRNG streams the model gets in train mode (dropout, stochastic depth, ...), each run's own,
+    derived from its seed.
     """
 
     model: nn.Module
@@ -83,6 +91,9 @@ class Task:
     model_name: str = ""
     loss_name: str = "ce"
     model_registered: bool = False
+    optimizer: str = "sgd"
+    tx_injects_lr: bool = True
+    rng_streams: Tuple[str, ...] = ("dropout",)
 
     # ---- pure functions of one run's variables -------------------------------------------
     def variables(self, params, batch_stats) -> dict:
@@ -93,10 +104,19 @@ class Task:
         variables = self.model.init(key, jnp.zeros((2, *sample_shape), jnp.float32), train=False)
         return variables["params"], variables.get("batch_stats", {})
 
-    def apply_train(self, params, batch_stats, x) -> Tuple[jax.Array, Any]:
-        """Train-mode logits (B, C) (BN on batch statistics) and the updated batch_stats."""
+    def rngs(self, key: Optional[jax.Array]) -> dict:
+        """{stream: key} for the model's train-mode randomness, split from `key` (one per
+        `rng_streams` name); flax ignores streams a model does not use."""
+        if key is None or not self.rng_streams:
+            return {}
+        return {name: jax.random.fold_in(key, i) for i, name in enumerate(self.rng_streams)}
+
+    def apply_train(self, params, batch_stats, x, key: Optional[jax.Array] = None
+                    ) -> Tuple[jax.Array, Any]:
+        """Train-mode logits (B, C) (BN on batch statistics) and the updated batch_stats;
+        `key` seeds the model's `rng_streams` (dropout)."""
         logits, updates = self.model.apply(self.variables(params, batch_stats), x, train=True,
-                                           mutable=["batch_stats"])
+                                           mutable=["batch_stats"], rngs=self.rngs(key))
         return logits, updates.get("batch_stats", {})
 
     def features(self, params, batch_stats, x, train: bool = False):
@@ -105,14 +125,20 @@ class Task:
         (running statistics untouched)."""
         v = self.variables(params, batch_stats)
         if train:
+            # a fixed key: train-mode features of a model with dropout are one fixed draw
             out, _ = self.model.apply(v, x, train=True, return_features=True,
-                                      mutable=["batch_stats"])
+                                      mutable=["batch_stats"], rngs=self.rngs(jax.random.key(0)))
         else:
             out = self.model.apply(v, x, train=False, return_features=True)
         if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], (tuple, list))):
             raise TypeError(f"{self.model_name}: with return_features=True the model must return "
                             f"(logits, features tuple), got {type(out).__name__}")
         return out[0], tuple(out[1])
+
+    @property
+    def custom_tx(self) -> bool:
+        """Whether the optimizer is a user's (its learning rate is then never replaced)."""
+        return self.optimizer.startswith("custom")
 
     @property
     def has_last_bn(self) -> bool:
@@ -131,9 +157,12 @@ class Task:
 
     # ---- identity and validation ---------------------------------------------------------
     def identity(self) -> dict:
-        return {"model": model_identity(self.model, self.model_name,
-                                        registered=self.model_registered),
-                "loss": self.loss_name, "classifier": callable_name(self.classifier)}
+        out = {"model": model_identity(self.model, self.model_name,
+                                       registered=self.model_registered),
+               "loss": self.loss_name, "classifier": callable_name(self.classifier)}
+        if self.custom_tx:  # nc-jax's own optimizer is described by the config
+            out["optimizer"] = self.optimizer
+        return out
 
     def check(self, sample_shape: Sequence[int]) -> None:
         """Trace the model once (no FLOPs) and check the protocol, so a module that breaks it
@@ -167,8 +196,9 @@ def make_task(cfg: SweepConfig, data, *, model: Optional[nn.Module] = None, loss
     """The Task of a config on `data` (its number of classes and samples fix the head and the
     LR schedule's steps): `model` (default `make_model(cfg.model)`), `loss` (a name, a callable
     or None = cfg.loss), `classifier` (default: the Dense named `head`) and `tx` (default: the
-    SGD + weight decay of cfg.optim; a custom `tx` must be an `optax.inject_hyperparams`
-    transform with `learning_rate` and `weight_decay` hyperparameters, so runs keep their own)."""
+    optimizer cfg.optim names). A custom `tx` is any `optax.GradientTransformation`, used as
+    given: its learning rate is never replaced, and the grid's weight decay is set in its
+    injected `weight_decay` or added in front of it (`nc_jax.training._tx`)."""
     num_classes = data.num_classes
     if model is None:
         model = make_model(cfg.model, num_classes)
@@ -179,11 +209,19 @@ def make_task(cfg: SweepConfig, data, *, model: Optional[nn.Module] = None, loss
                             f"nc_jax.models.from_nnx), got {type(model).__name__}")
         name, registered = type(model).__name__, False
     loss_fn, lname = get_loss(loss, cfg.loss)
+    groups = param_groups(model, cfg.optim.decay_groups) if cfg.optim.decay_groups else None
     if tx is None:
-        tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size))
+        tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size), groups)
+        optimizer, injects_lr = cfg.optim.name, True
+    else:
+        shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((2, *data.sample_shape),
+                                                                  jnp.float32), train=False),
+                                jax.random.key(0))["params"]
+        optimizer = describe_tx(tx)
+        tx, injects_lr = custom_tx(tx, shapes, len(cfg.optim.weight_decay_groups), groups)
     return Task(model=model, tx=tx, loss=loss_fn, num_classes=int(num_classes),
                 classifier=classifier or head_classifier, model_name=name, loss_name=lname,
-                model_registered=registered)
+                model_registered=registered, optimizer=optimizer, tx_injects_lr=injects_lr)
 
 
 def data_and_task(cfg: SweepConfig, data=None, **task_kwargs) -> Tuple[Any, Task]:
