@@ -53,6 +53,12 @@ class MLP(nn.Module):
             return logits, tuple(features)
         return logits
 
+    @property
+    def last_bn_name(self):
+        """The parameter entry of the BN layer whose output is h (decay group "last_bn"), None
+        without BN."""
+        return None if self.bn == "none" else f"bn_{self.depth - 2}"
+
     def last_bn(self, params, prev):
         """The last BN layer, the one whose output is the feature h (optional model protocol,
         read by Proposition 2.2.1's report): `{"scale": gamma (d,) or None, "bias": beta (d,) or
@@ -62,7 +68,7 @@ class MLP(nn.Module):
         if self.bn == "none":
             return None
         last = self.depth - 2
-        bn, dense = params.get(f"bn_{last}", {}), params[f"dense_{last}"]
+        bn, dense = params.get(self.last_bn_name, {}), params[f"dense_{last}"]
         z = nn.relu(prev @ dense["kernel"] + dense["bias"])
         return {"scale": bn.get("scale"), "bias": bn.get("bias"), "input": z}
 
