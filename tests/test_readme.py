@@ -30,3 +30,15 @@ def test_own_model_and_data_example_runs_as_written():
     assert [float(line.split()[1]) for line in lines] == [1e-4, 1e-4, 1e-3, 1e-3]
     assert set(scope["params"]) == {"conv1", "bn1", "conv2", "bn2", "head"}
     assert set(scope["stats"]) == {"bn1", "bn2"}
+
+
+def test_optimizer_example_runs_as_written():
+    code = _section_code("### Optimizers, schedules and weight decay per parameter group")
+    out = io.StringIO()
+    scope = {"__name__": "readme_example"}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), scope)
+    rows = [line.split() for line in out.getvalue().splitlines()]
+    assert [(float(a), float(b)) for a, b, _ in rows] == [(1e-4, 1e-4), (1e-4, 1e-2),
+                                                          (1e-2, 1e-4), (1e-2, 1e-2)]
+    assert all(r["optimizer"] == "adamw" for r in scope["runs"])

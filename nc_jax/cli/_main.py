@@ -60,12 +60,15 @@ CUSTOM = Experiment(name="sweep", plot=_plot_nothing, default_preset="demo",
 
 
 def parse_value(text: str):
-    """A `--set` value: JSON (numbers, lists, true/false, null), a comma list of JSON values,
-    else the string itself (`--set model.name=cnn`)."""
+    """A `--set` value: JSON (numbers, lists, dicts, true/false, null), a comma list of JSON
+    values, with or without brackets (`[last_bn,head]`: unquoted names), else the string itself
+    (`--set model.name=cnn`)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
+    if text.startswith("[") and text.endswith("]"):
+        return [parse_value(p.strip()) for p in text[1:-1].split(",") if p.strip()]
     if "," in text:
         return [parse_value(p.strip()) for p in text.split(",") if p.strip()]
     return text

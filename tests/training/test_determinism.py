@@ -8,6 +8,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from nc_jax.runs import data_fingerprint
 from nc_jax.runs import run_sweep
@@ -71,3 +72,18 @@ def test_two_processes_give_bit_identical_results(tmp_path):
     kernel = here["state.params['head']['kernel']"]
     assert not np.array_equal(kernel[0], kernel[1])
     assert not np.array_equal(here["history/loss"][0], here["history/loss"][1])
+
+
+@pytest.mark.parametrize("layout", [dict(runs_per_device=1), dict(vmap_runs=1)])
+def test_a_grid_run_alone_reproduces_bit_for_bit(layout):
+    """What the README promises: with one run per compiled batch (runs_per_device=1, or
+    vmap_runs=1), run i of a grid and the same run trained alone give the same bits."""
+    cfg = tiny_config(**layout)
+    data = tiny_data(cfg)
+    grid = run_sweep(cfg, data, progress=False)
+    alone = run_sweep(cfg.replace(weight_decays=(cfg.weight_decays[1],), seeds=(cfg.seeds[0],)),
+                      data, progress=False)
+    i = 1 * len(cfg.seeds) + 0  # (wd_1, seed_0)
+    np.testing.assert_array_equal(grid.history["loss"][i], alone.history["loss"][0])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[0]),
+                 grid.states.params, alone.states.params)

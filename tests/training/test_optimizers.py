@@ -209,3 +209,20 @@ class NoDropoutMLP(DropoutMLP):
         h = nn.relu(nn.Dense(32)(x))
         logits = nn.Dense(self.num_classes, name="head")(h)
         return (logits, (h,)) if return_features else logits
+
+
+def test_decay_groups_from_the_command_line(tmp_path):
+    import json
+    out = tmp_path / "out"
+    argv = ["--preset", "demo", "--set", "model.depth=3", "--set", "model.width=16",
+            "--set", f"data.n={N}", "--set", "data.dim=8", "--set", "data.num_classes=4",
+            "--set", "data.teacher_width=16", "--set", "optim.epochs=2",
+            "--set", f"optim.batch_size={N}", "--set", "optim.decay_groups=[last_bn,head]",
+            "--set", 'weight_decays=[{"rest":1e-4,"last_bn":1e-2,"head":1e-3},1e-4]',
+            "--seeds", "0", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["weight_decay"], r["weight_decay_last_bn"], r["weight_decay_head"]) for r in runs] \
+        == [(1e-4, 1e-2, 1e-3), (1e-4, 1e-4, 1e-4)]
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"weight_decay_last_bn", "weight_decay_head"} <= set(header)
