@@ -119,6 +119,7 @@ class SweepResult:
         decay groups, `weight_decay` is the "rest" group's and `weight_decay_<group>` each
         group's; `learning_rate` is None when a user's tx kept its own."""
         ident = self.identity()
+        optimizer = ident.pop("optimizer")  # after the per-run fields: CSV columns keep their order
         groups = self.config.optim.weight_decay_groups
         out = []
         for i in range(self.num_runs):
@@ -131,5 +132,6 @@ class SweepResult:
                 "diverged": div,
                 "train_loss": None if div else float(self.final_loss[i]),
                 "train_accuracy": None if div else float(self.final_accuracy[i]),
+                "optimizer": optimizer,
             })
         return out
