@@ -23,8 +23,8 @@ from nc_jax import metrics
 
 from nc_jax.analysis import _theory as theory
 from nc_jax.metrics._measures import cos_summary
-from nc_jax.training._losses import cross_entropy
-from nc_jax.training._names import callable_name
+from nc_jax.losses import cross_entropy
+from nc_jax._naming import callable_name
 from nc_jax.training._step import TrainState, forward
 from nc_jax.training._step import loss_accuracy as _loss_accuracy
 from nc_jax.training._task import Task

@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
     (["--set", "optimizer.lr=3"], "unknown config field 'optimizer.lr'"),
     (["--set", "lr"], "--set expects field=value, got 'lr'"),
     (["--model", "vgg"], f"model.name must be one of {known_models()}, got 'vgg'"),
-    (["--loss", "hinge"], "loss.name must be one of ('ce', 'mse', 'label_smoothing'), got 'hinge'"),
+    (["--loss", "hinge"], "loss.name must be one of ('ce', 'mse', 'label_smoothing'"),
     (["--experiment", "fig9"], "unknown experiment 'fig9'"),
     (["--out", "{tmp}", "--checkpoint-every", "-2"], "checkpoint_every must be >= 0, got -2"),
     (["--runs-per-device", "-1"], "runs_per_device must be >= 0, got -1"),
