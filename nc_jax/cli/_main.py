@@ -39,11 +39,13 @@ from typing import Dict, List, Optional
 import jax
 
 import nc_jax.thesis  # noqa: F401  (registers the thesis' experiments)
+from nc_jax.cli._custom import CUSTOM, CUSTOM_FIGURES
 from nc_jax.cli._outdir import own_results, report_preemption, resume_notes
 from nc_jax.config import PRESETS, ConfigError, SweepConfig
-from nc_jax.runs import (CHECKPOINT_NAME, CheckpointError, Experiment, OutDirError, OutDirLock,
-                         check_reanalysable, enable_compile_cache, get_experiment, load_results,
-                         prepare_out_dir, run_experiment, runs_table, write_results)
+from nc_jax.runs import (CHECKPOINT_NAME, RESULT_FILES, CheckpointError, Experiment, OutDirError,
+                         OutDirLock, check_reanalysable, enable_compile_cache, get_experiment,
+                         load_results, prepare_out_dir, run_experiment, runs_table,
+                         write_results)
 from nc_jax.training import Preempted, PreemptionGuard, is_main_process
 
 #: Checkpoint interval (epochs) of a custom sweep's `--out` when neither --checkpoint-every nor
@@ -74,17 +76,6 @@ def import_modules(names: List[str]) -> None:
         except Exception as e:  # noqa: BLE001 (a user's module may fail in any way on import)
             reason = str(e) if isinstance(e, ImportError) else f"{type(e).__name__}: {e}"
             raise ModuleImportError(f"cannot import {name}: {reason}") from e
-
-
-def _plot_nothing(doc, out_dir):
-    pass
-
-
-#: A custom sweep: one group built from a config preset (`nc_jax.config.PRESETS`) or a file.
-CUSTOM = Experiment(name="sweep", plot=_plot_nothing, default_preset="demo",
-                    checkpoint_name=lambda group: CHECKPOINT_NAME,
-                    presets={k: (lambda v=v: {"sweep": v}) for k, v in PRESETS.items()},
-                    description="a custom weight-decay x seed sweep")
 
 
 def parse_value(text: str):
@@ -303,9 +294,12 @@ def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, c
             # the checkpoint's identity check names any differing config field
             own_results(out, exp, args.preset, configs, overwrite=False, action="resuming",
                          compare_configs=False)
-        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
-                        checkpoint_name=found[0] if found else CHECKPOINT_NAME,
-                        artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+        mode = prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                               checkpoint_name=found[0] if found else CHECKPOINT_NAME,
+                               artifacts=tuple(ckpts) + RESULT_FILES
+                               + (CUSTOM_FIGURES if custom else ()))
+        if mode == "overwrite":  # the checkpoints found are deleted: the run starts afresh
+            found = []
         resume_notes(out, found, ckpts, args.allow_version_change)
     t0 = time.perf_counter()
     try:

@@ -84,7 +84,9 @@ def test_out_writes_results_and_rerun_resumes(tmp_path, capsys):
     assert {"min_intra", "max_inter", "nc1", "cdnv", "min_loss"} <= set(doc["runs"][0])
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("model,depth,width,bn,loss,weight_decay") and len(csv_lines) == 2
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "results.csv", "results.json"]
+    # no curves and no layers recorded: no long-form files, no curve or layer figures
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "nc_vs_weight_decay.png", "results.csv",
+                                       "results.json", "theorem.png"]
 
     # the same command again: restored from the final checkpoint, the same numbers
     assert main(argv) == 0
