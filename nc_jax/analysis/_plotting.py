@@ -49,7 +49,6 @@ def _weight_decay_axis(ax, wds) -> None:
         ax.set_xscale("log")
     elif pos:
         ax.set_xscale("symlog", linthresh=min(pos))
-    ax.set_xlabel("weight decay")
 
 
 def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "",
@@ -69,7 +68,7 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     for g in groups:
         # a group that is no BN variant gets a color of its own after the BN variants' three,
         # the same for its min intra, max inter and their markers
-        color, label = BN_STYLE.get(g, (f"C{3 + others.index(g)}" if g in others else None, g))
+        color, label = BN_STYLE[g] if g in BN_STYLE else (f"C{3 + others.index(g)}", g)
         for stats, ls, what in ((intra, "-", "min intra"), (inter, "--", "max inter")):
             keys = sorted(k for k in stats if k[0] == g)
             if not keys:
@@ -88,6 +87,7 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
                label=f"-1/(C-1) = {-1 / (num_classes - 1):.3f}")
     if groups:  # a log axis without a single point makes matplotlib's layout raise
         _weight_decay_axis(ax, [k[1] for k in intra])
+    ax.set_xlabel("weight decay")
     ax.set_ylabel("cosine similarity (last-layer features)")
     rule = ("converged runs only (100% train accuracy, the thesis' rule)" if converged_only else
             "mean +- std over seeds; hollow: some seed below 100% train accuracy; diverged or "
@@ -155,7 +155,8 @@ def plot_training_curves(runs: List[dict], path: str, group: str = "affine",
             ax.set_yscale("log")
     axes.flat[0].legend(fontsize=7)
     seed = seeds[0] if seeds else "-"
-    fig.suptitle(f"{title}, seed {seed}" if title else f"NC during training ({group} BN, seed {seed})")
+    fig.suptitle(f"{title}, seed {seed}" if title else
+                 f"NC during training ({group} BN, seed {seed})")
     _save(fig, path)
 
 
