@@ -3,11 +3,11 @@
     result = nc_jax.run_sweep(cfg, data, model=None, loss=None)   # one vmapped program
     runs = nc_jax.analyse(result, data, layers=False)              # one dict per run
 
-Subpackages, in pipeline order: `config`, `models`, `data`, `training`, `metrics`, `analysis`,
-`ufm`, `runs`; the command line is `nc_jax.cli` and the thesis' experiments `nc_jax.thesis`
+Subpackages, in pipeline order: `config`, `models`, `losses`, `data`, `training`, `metrics`,
+`analysis`, `ufm`, `runs`; the command line is `nc_jax.cli` and the thesis' experiments `nc_jax.thesis`
 (neither is imported here).
 """
-from nc_jax import analysis, config, data, metrics, models, runs, training, ufm
+from nc_jax import analysis, config, data, losses, metrics, models, runs, training, ufm
 from nc_jax._version import __version__
 from nc_jax.analysis import analyse
 from nc_jax.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SweepConfig
@@ -16,6 +16,6 @@ from nc_jax.training import RunOptions, SweepResult, Task, make_task
 
 __all__ = [
     "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunOptions", "SweepConfig",
-    "SweepResult", "Task", "__version__", "analyse", "analysis", "config", "data", "make_task",
-    "metrics", "models", "run_sweep", "runs", "training", "ufm",
+    "SweepResult", "Task", "__version__", "analyse", "analysis", "config", "data", "losses",
+    "make_task", "metrics", "models", "run_sweep", "runs", "training", "ufm",
 ]

@@ -98,15 +98,26 @@ def test_library_never_imports_the_thesis_or_the_cli():
         assert not bad, f"{m} imports {bad}"
 
 
+def test_losses_and_naming_are_leaves():
+    """`nc_jax.config` validates loss names against `nc_jax.losses`, so the losses may import
+    nothing of nc-jax but the naming module (which imports nothing of nc-jax at all)."""
+    graph = import_graph()
+    assert graph["nc_jax._naming"] == set()
+    for m, deps in graph.items():
+        if m.startswith("nc_jax.losses"):
+            outside = {d for d in deps if not d.startswith("nc_jax.losses")}
+            assert outside <= {"nc_jax._naming"}, (m, sorted(outside))
+
+
 def test_no_module_over_400_lines():
     long = {m: n for m, p in _modules().items()
             if (n := sum(1 for _ in open(p, encoding="utf-8"))) > 400}
     assert not long, long
 
 
-@pytest.mark.parametrize("pkg", ["nc_jax", "nc_jax.config", "nc_jax.models", "nc_jax.data", "nc_jax.training",
-                                 "nc_jax.metrics", "nc_jax.analysis", "nc_jax.ufm", "nc_jax.runs",
-                                 "nc_jax.thesis", "nc_jax.cli"])
+@pytest.mark.parametrize("pkg", ["nc_jax", "nc_jax.config", "nc_jax.models", "nc_jax.losses", "nc_jax.data",
+                                 "nc_jax.training", "nc_jax.metrics", "nc_jax.analysis",
+                                 "nc_jax.ufm", "nc_jax.runs", "nc_jax.thesis", "nc_jax.cli"])
 def test_public_namespaces_are_curated(pkg):
     mod = importlib.import_module(pkg)
     assert sorted(mod.__all__) == sorted(set(mod.__all__)), "duplicates in __all__"

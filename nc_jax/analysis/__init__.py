@@ -1,18 +1,21 @@
-"""Analysis of trained runs: per-run NC reports (`analyse`, reporters evaluated inside the
-compiled loop with `record_fn`), held-out NC, the theorem's quantities (`theory`) and figures."""
+"""Analysis of trained runs: per-run NC reports (`analyse`, held-out NC too with `test=`;
+reporters evaluated inside the compiled loop with `record_fn`), held-out NC, the theorem's
+quantities (`theory`) and figures."""
 from nc_jax.analysis import _theory as theory
-from nc_jax.analysis._heldout import heldout_report, heldout_runs, ncc_train_means_reporter
+from nc_jax.analysis._analyse import analyse
+from nc_jax.analysis._heldout import (heldout_report, heldout_runs, heldout_values,
+                                      ncc_train_means_reporter)
 from nc_jax.analysis._plotting import (BN_STYLE, LAYER_MODES, failed, plot_depth, plot_groups,
                                        plot_layer_modes, plot_theorem, plot_training_curves,
                                        plot_wd_bn, seed_stats)
-from nc_jax.analysis._reporting import (CONVERGED_ACCURACY, EFFECTIVE_DEPTH_EPS, RunView, analyse,
+from nc_jax.analysis._reporting import (CONVERGED_ACCURACY, EFFECTIVE_DEPTH_EPS, RunView,
                                         collapse, loss_accuracy, per_layer, prop221, py,
                                         record_fn, run_report, sweep_reports, theorem_bounds,
                                         theory_quantities)
 
 __all__ = [
     "BN_STYLE", "CONVERGED_ACCURACY", "EFFECTIVE_DEPTH_EPS", "LAYER_MODES", "RunView", "analyse",
-    "collapse", "failed", "heldout_report", "heldout_runs", "loss_accuracy",
+    "collapse", "failed", "heldout_report", "heldout_runs", "heldout_values", "loss_accuracy",
     "ncc_train_means_reporter", "per_layer", "plot_depth", "plot_groups", "plot_layer_modes",
     "plot_theorem", "plot_training_curves", "plot_wd_bn", "prop221", "py", "record_fn",
     "run_report", "seed_stats", "sweep_reports", "theorem_bounds", "theory", "theory_quantities",

@@ -79,14 +79,19 @@ def heldout_report(result, test: Dataset, train: Dataset, *,
     return {PREFIX + k: v for k, v in reps.items()}
 
 
-def heldout_runs(result, data: Dataset, **kwargs) -> List[dict]:
-    """One dict per run of `heldout_report(result, data.test, data)`, as JSON-able Python values;
-    every value of a diverged run is None (as in `reporting.analyse`). [] when `data` has no
-    held-out part."""
-    test: Optional[Dataset] = getattr(data, "test", None)
-    if test is None:
-        return []
-    reps = heldout_report(result, test, data, **kwargs)
+def heldout_values(result, test: Dataset, train: Dataset, **kwargs) -> List[dict]:
+    """One dict per run of `heldout_report(result, test, train)`, as JSON-able Python values;
+    every value of a diverged run is None (as in `nc_jax.analysis.analyse`)."""
+    reps = heldout_report(result, test, train, **kwargs)
     diverged = np.asarray(result.diverged, bool)
     return [{k: None if diverged[i] else py(v[i]) for k, v in reps.items()}
             for i in range(len(diverged))]
+
+
+def heldout_runs(result, data: Dataset, **kwargs) -> List[dict]:
+    """`heldout_values(result, data.test, data)`: the held-out part of `data`
+    (`DataConfig.test_size`); [] when `data` has none."""
+    test: Optional[Dataset] = getattr(data, "test", None)
+    if test is None:
+        return []
+    return heldout_values(result, test, data, **kwargs)

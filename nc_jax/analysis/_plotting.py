@@ -40,6 +40,17 @@ def _save(fig, path):
     plt.close(fig)
 
 
+def _weight_decay_axis(ax, wds) -> None:
+    """A log weight-decay axis; with WD 0 among the values a symlog one, linear below the
+    smallest positive WD, so that 0 is drawn too (a log axis cannot show it); linear when no WD
+    is positive."""
+    pos = [w for w in wds if w > 0]
+    if len(pos) == len(wds):
+        ax.set_xscale("log")
+    elif pos:
+        ax.set_xscale("symlog", linthresh=min(pos))
+
+
 def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = "",
                converged_only: bool = False) -> None:
     """Figure 3.1: min intra-class and max inter-class cosine of the last-layer features against
@@ -53,8 +64,11 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     conv = seed_stats(runs, "min_intra", converged_only=True)
     groups = [g for g in BN_STYLE if any(k[0] == g for k in intra)]
     groups += sorted({k[0] for k in intra} - set(groups))
+    others = [g for g in groups if g not in BN_STYLE]
     for g in groups:
-        color, label = BN_STYLE.get(g, (None, g))
+        # a group that is no BN variant gets a color of its own after the BN variants' three,
+        # the same for its min intra, max inter and their markers
+        color, label = BN_STYLE[g] if g in BN_STYLE else (f"C{3 + others.index(g)}", g)
         for stats, ls, what in ((intra, "-", "min intra"), (inter, "--", "max inter")):
             keys = sorted(k for k in stats if k[0] == g)
             if not keys:
@@ -72,7 +86,7 @@ def plot_wd_bn(runs: List[dict], path: str, num_classes: int = 10, title: str = 
     ax.axhline(-1.0 / (num_classes - 1), color="gray", lw=0.6, ls=":",
                label=f"-1/(C-1) = {-1 / (num_classes - 1):.3f}")
     if groups:  # a log axis without a single point makes matplotlib's layout raise
-        ax.set_xscale("log")
+        _weight_decay_axis(ax, [k[1] for k in intra])
     ax.set_xlabel("weight decay")
     ax.set_ylabel("cosine similarity (last-layer features)")
     rule = ("converged runs only (100% train accuracy, the thesis' rule)" if converged_only else
@@ -122,8 +136,9 @@ def plot_depth(runs: List[dict], path: str, title: str = "", num_classes: int = 
 
 
 def plot_training_curves(runs: List[dict], path: str, group: str = "affine",
-                         keys=("min_intra", "max_inter", "nc1")) -> None:
-    """NC during training: each key against epoch, one line per weight decay (seed 0)."""
+                         keys=("min_intra", "max_inter", "nc1"), title: str = "") -> None:
+    """NC during training: each key against epoch, one line per weight decay (seed 0);
+    `title` (default: the group as a BN variant) is followed by the seed drawn."""
     sel = [r for r in runs if r.get("group") == group and r.get("curves")]
     seeds = sorted({r["seed"] for r in sel})
     sel = [r for r in sel if r["seed"] == (seeds[0] if seeds else None)]
@@ -139,7 +154,9 @@ def plot_training_curves(runs: List[dict], path: str, group: str = "affine",
         if key == "nc1" and sel and min(min(r["curves"][key]) for r in sel) > 0:
             ax.set_yscale("log")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"NC during training ({group} BN, seed {seeds[0] if seeds else '-'})")
+    seed = seeds[0] if seeds else "-"
+    fig.suptitle(f"{title}, seed {seed}" if title else
+                 f"NC during training ({group} BN, seed {seed})")
     _save(fig, path)
 
 

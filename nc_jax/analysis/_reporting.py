@@ -13,7 +13,7 @@ Reporters (default order): `loss_accuracy`, `collapse`, `theory_quantities` and
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,8 @@ from nc_jax import metrics
 
 from nc_jax.analysis import _theory as theory
 from nc_jax.metrics._measures import cos_summary
-from nc_jax.training._losses import cross_entropy
-from nc_jax.training._names import callable_name
+from nc_jax.losses import cross_entropy
+from nc_jax._naming import callable_name
 from nc_jax.training._step import TrainState, forward
 from nc_jax.training._step import loss_accuracy as _loss_accuracy
 from nc_jax.training._task import Task
@@ -289,49 +289,3 @@ def py(v):
             return None
         return x
     return [py(e) for e in a]
-
-
-def analyse(result, data, layers: bool = False, *, group: str = "",
-            eps: float = EFFECTIVE_DEPTH_EPS,
-            reporters: Sequence[Reporter] = DEFAULT_REPORTERS) -> List[dict]:
-    """One dict per run of a `SweepResult`: the run's identity (model, depth, width, bn, loss,
-    weight decay, seed, learning rate, data kind; from what ran), the `run_report` keys (BN in
-    eval mode, whole training set), `converged` (100% train accuracy), the training curves
-    recorded in the loop (`curves`: every `record_every` epochs; `history`: train-mode loss
-    and accuracy of every epoch, the last one also as `last_epoch_train_mode_accuracy`) and,
-    with `layers`, per-layer metrics (`layers`: a list of dicts) and
-    the eps-effective depth. A diverged run keeps its identity but every metric is None."""
-    if data.num_classes != result.task.num_classes:
-        raise ValueError(f"analyse: the data has {data.num_classes} classes but the sweep's task "
-                         f"{result.task.num_classes}")
-    reps = sweep_reports(result.states, data.x, data.y, result.task, layers=layers,
-                         reporters=reporters)
-    info = getattr(data, "info", {}) or {}
-    out = []
-    for i, base in enumerate(result.runs()):
-        r = dict(base, group=group, data=info.get("kind", result.config.data.kind),
-                 teacher_depth=info.get("teacher_depth"), epochs=result.config.optim.epochs)
-        div = bool(result.diverged[i])
-        for k, v in reps.items():
-            if not k.startswith("layer_"):
-                r[k] = None if div else py(v[i])
-        r["converged"] = (not div) and r["train_accuracy"] is not None and \
-            r["train_accuracy"] >= CONVERGED_ACCURACY
-        if layers:
-            keys = [k for k in reps if k.startswith("layer_")]
-            n_layers = reps[keys[0]].shape[1]
-            r["layers"] = None if div else [
-                {k[len("layer_"):]: py(reps[k][i, l]) for k in keys} for l in range(n_layers)]
-            r["effective_depth"] = None if div else int(metrics.effective_depth(
-                1.0 - reps["layer_ncc_accuracy"][i], eps))
-            r["effective_depth_eps"] = eps
-        r["history"] = None if div else {k: py(v[i]) for k, v in result.history.items()}
-        # the thesis' rule reads the eval-mode accuracy above; the last epoch's train-mode
-        # accuracy (running average over its batches) is what a training log would show
-        r["last_epoch_train_mode_accuracy"] = None if div or not r["history"] else \
-            r["history"]["accuracy"][-1]
-        if result.records:
-            r["curves"] = None if div else {"epoch": py(result.record_epochs),
-                                            **{k: py(v[i]) for k, v in result.records.items()}}
-        out.append(r)
-    return out

@@ -5,13 +5,16 @@ custom sweep, with config overrides, your own data and model by name.
     nc-sweep --config my.json --set model.width=128 --set weight_decays=[1e-4,1e-3] --out runs/x
     nc-sweep --experiment fig3_1 --preset quick            # a thesis experiment (= its script)
     nc-sweep --preset demo --model cnn --data digits.npz --loss mse --out runs/cnn
+    nc-sweep --import mymodels --model mynet --loss mine   # your registered model and loss
 
 Every run writes the NC report (final numbers, per-run curves; `--layers`: per-layer metrics)
 to `results.json` / `results.csv` in the output directory (experiments: `runs/<name>/<preset>`
 by default; a custom sweep writes only with `--out`, checkpointing every 10 epochs there and
 resuming on a re-run). `--set field=value` sets any `SweepConfig` field by its dotted name
 (value as JSON, else a string), validated by `SweepConfig.from_dict`: an unknown field is
-named. Bad values print `error: <message>` and exit with status 2, never a traceback.
+named. `--import MODULE` imports a module of yours first, so that its `register_model` /
+`register_loss` calls make a model or loss usable by name. Bad values print `error: <message>`
+and exit with status 2, never a traceback.
 
 The output directory is locked for the whole run (`nc_jax.runs.OutDirLock`: a second run on it is refused at
 once, naming the holder; the lock also proves the directory writable before any training).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -35,28 +39,43 @@ from typing import Dict, List, Optional
 import jax
 
 import nc_jax.thesis  # noqa: F401  (registers the thesis' experiments)
+from nc_jax.cli._custom import CUSTOM, CUSTOM_FIGURES
 from nc_jax.cli._outdir import own_results, report_preemption, resume_notes
 from nc_jax.config import PRESETS, ConfigError, SweepConfig
-from nc_jax.runs import (CHECKPOINT_NAME, CheckpointError, Experiment, OutDirError, OutDirLock,
-                         check_reanalysable, enable_compile_cache, get_experiment, load_results,
-                         prepare_out_dir, run_experiment, runs_table, write_results)
+from nc_jax.runs import (CHECKPOINT_NAME, RESULT_FILES, CheckpointError, Experiment, OutDirError,
+                         OutDirLock, check_reanalysable, enable_compile_cache, get_experiment,
+                         load_results, prepare_out_dir, run_experiment, runs_table,
+                         write_results)
 from nc_jax.training import Preempted, PreemptionGuard, is_main_process
 
 #: Checkpoint interval (epochs) of a custom sweep's `--out` when neither --checkpoint-every nor
 #: the preset sets one: frequent enough to lose little on a kill, rare enough to cost nothing.
 DEFAULT_CHECKPOINT_EVERY = 10
-ERRORS = (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointError, KeyError)
 
 
-def _plot_nothing(doc, out_dir):
-    pass
+class ModuleImportError(ImportError):
+    """A module named by `--import` cannot be imported."""
 
 
-#: A custom sweep: one group built from a config preset (`nc_jax.config.PRESETS`) or a file.
-CUSTOM = Experiment(name="sweep", plot=_plot_nothing, default_preset="demo",
-                    checkpoint_name=lambda group: CHECKPOINT_NAME,
-                    presets={k: (lambda v=v: {"sweep": v}) for k, v in PRESETS.items()},
-                    description="a custom weight-decay x seed sweep")
+ERRORS = (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointError, KeyError,
+          ModuleImportError)
+
+
+def import_modules(names: List[str]) -> None:
+    """Import every module of `--import`, in order, before any config is built: a module that
+    registers a model or loss (`nc_jax.models.register_model`, `nc_jax.losses.register_loss`)
+    makes its name valid in `--model` / `--loss` / `--set`. The current directory is searched
+    last (as `python -m` would search it first), so `nc-sweep --import mymodels` finds
+    `./mymodels.py` without shadowing an installed package. Any failure of the import, the
+    module's own code included, is a ModuleImportError naming the module."""
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 (a user's module may fail in any way on import)
+            reason = str(e) if isinstance(e, ImportError) else f"{type(e).__name__}: {e}"
+            raise ModuleImportError(f"cannot import {name}: {reason}") from e
 
 
 def parse_value(text: str):
@@ -107,8 +126,13 @@ def build_parser(experiment: Optional[str]) -> argparse.ArgumentParser:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a config field, e.g. model.width=128, optim.epochs=50, "
                          "weight_decays=[1e-4,1e-3], loss.name=mse (repeatable)")
-    ap.add_argument("--model", help="model by name (mlp, cnn, resnet): --set model.name=NAME")
-    ap.add_argument("--loss", help="loss by name (ce, mse, label_smoothing): --set loss.name=NAME")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (repeatable), e.g. one whose register_model / "
+                         "register_loss calls make --model / --loss NAME of yours usable")
+    ap.add_argument("--model", help="model by name (mlp, cnn, resnet or registered): "
+                                    "--set model.name=NAME")
+    ap.add_argument("--loss", help="loss by name (ce, mse, label_smoothing or registered): "
+                                   "--set loss.name=NAME")
     ap.add_argument("--data", metavar="NPZ", help="train on x (N, ...), y (N,) from an .npz file")
     for flag, kind, field in (("--bn", str, "model.bn"), ("--depth", int, "model.depth"),
                               ("--width", int, "model.width"), ("--epochs", int, "optim.epochs"),
@@ -213,6 +237,7 @@ def main(argv=None, experiment: Optional[str] = None) -> int:
                                         or args.reanalyse or args.plot_only):
         ap.error("--overwrite, --checkpoint-every, --reanalyse and --plot-only need --out DIR")
     try:
+        import_modules(args.imports)
         with contextlib.ExitStack() as stack:
             return _run(args, name, custom, stack, _command(argv, experiment),
                         _command(argv, experiment, for_resume=True))
@@ -272,9 +297,12 @@ def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, c
             # the checkpoint's identity check names any differing config field
             own_results(out, exp, args.preset, configs, overwrite=False, action="resuming",
                          compare_configs=False)
-        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
-                        checkpoint_name=found[0] if found else CHECKPOINT_NAME,
-                        artifacts=tuple(ckpts) + ("results.json", "results.csv"))
+        mode = prepare_out_dir(out, overwrite=args.overwrite, resume=bool(found),
+                               checkpoint_name=found[0] if found else CHECKPOINT_NAME,
+                               artifacts=tuple(ckpts) + RESULT_FILES
+                               + (CUSTOM_FIGURES if custom else ()))
+        if mode == "overwrite":  # the checkpoints found are deleted: the run starts afresh
+            found = []
         resume_notes(out, found, ckpts, args.allow_version_change)
     t0 = time.perf_counter()
     try:

@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 from nc_jax.config._base import (DATA_KINDS, DECAY_GROUPS, DECAY_MASKS, MIN_TRAIN_PER_CLASS,
                                  OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MODES, _finite_number,
                                  _int_at_least, _require)
+from nc_jax.losses import DEFAULT_SMOOTHING, known_losses
 from nc_jax.models import BN_VARIANTS, known_models
 
 
@@ -44,20 +45,21 @@ class ModelConfig:
         _require(self.bn in BN_VARIANTS, f"model.bn must be one of {BN_VARIANTS}, got {self.bn!r}")
 
 
-LOSSES = ("ce", "mse", "label_smoothing")
-
-
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """The training loss by name (`nc_jax.training`): "ce" (cross-entropy, the thesis'), "mse"
-    (squared error to one-hot targets, Han et al. 2022) or "label_smoothing" (cross-entropy with
-    targets (1 - smoothing) e_y + smoothing / C)."""
+    """The training loss by name (`nc_jax.losses`): "ce" (cross-entropy, the thesis'), "mse"
+    (squared error to one-hot targets, Han et al. 2022), "label_smoothing" (cross-entropy with
+    targets (1 - smoothing) e_y + smoothing / C) or any name registered with
+    `nc_jax.losses.register_loss` (its factory receives this config)."""
 
     name: str = "ce"
-    smoothing: float = 0.1
+    smoothing: float = DEFAULT_SMOOTHING
 
     def __post_init__(self):
-        _require(self.name in LOSSES, f"loss.name must be one of {LOSSES}, got {self.name!r}")
+        _require(isinstance(self.name, str), f"loss.name must be a string, got {self.name!r}")
+        _require(self.name in known_losses(),
+                 f"loss.name must be one of {known_losses()}, got {self.name!r} (register a "
+                 f"loss with nc_jax.losses.register_loss)")
         _finite_number("loss.smoothing", self.smoothing, nonneg=True)
         _require(self.smoothing < 1, f"loss.smoothing must be < 1, got {self.smoothing!r}")
 

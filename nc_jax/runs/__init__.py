@@ -14,23 +14,25 @@ from nc_jax.runs._compile_cache import (default_cache_dir, enable_compile_cache,
 from nc_jax.runs._experiment import (EXPERIMENTS, Experiment, check_reanalysable, checkpoint_name,
                                      data_summary, get_experiment, register_experiment, run_experiment,
                                      run_group)
-from nc_jax.runs._files import (CHECKPOINT_NAME, RUN_ARTIFACTS, CheckpointError, OutDirError,
-                                atomic_write_bytes, atomic_write_json, atomic_write_text, host_name,
-                                pid_alive)
+from nc_jax.runs._files import (CHECKPOINT_NAME, RESULT_FILES, RUN_ARTIFACTS, CheckpointError,
+                                OutDirError, atomic_write_bytes, atomic_write_json,
+                                atomic_write_text, host_name, pid_alive)
 from nc_jax.runs._identity import (NON_RESULT_FIELDS, CheckpointMismatchError,
                                    CheckpointVersionError, check_config, check_software,
                                    config_differences, data_fingerprint, run_identity)
 from nc_jax.runs._lock import LOCK_NAME, OutDirBusyError, OutDirLock, holds_lock
 from nc_jax.runs._outdir import is_orphaned_temp, prepare_out_dir
 from nc_jax.runs._provenance import COMPARED, describe, software, source_sha256
-from nc_jax.runs._results import environment, load_results, runs_table, write_results
+from nc_jax.runs._results import (CURVES_COLUMNS, LAYERS_COLUMNS, environment, load_results,
+                                  runs_table, write_results)
 from nc_jax.runs._sweep import run_sweep
 
 __all__ = [
-    "CHECKPOINT_NAME", "COMPARED", "CheckpointError", "CheckpointHook", "CheckpointMismatchError",
-    "CheckpointVersionError", "EXPERIMENTS", "Experiment", "FORMAT", "FORMAT_VERSION", "LOCK_NAME",
-    "NON_RESULT_FIELDS", "OutDirBusyError", "OutDirError", "OutDirLock", "RUN_ARTIFACTS",
-    "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_config",
+    "CHECKPOINT_NAME", "COMPARED", "CURVES_COLUMNS", "CheckpointError", "CheckpointHook",
+    "CheckpointMismatchError", "CheckpointVersionError", "EXPERIMENTS", "Experiment", "FORMAT",
+    "FORMAT_VERSION", "LAYERS_COLUMNS", "LOCK_NAME", "NON_RESULT_FIELDS", "OutDirBusyError",
+    "OutDirError", "OutDirLock", "RESULT_FILES", "RUN_ARTIFACTS", "atomic_write_bytes",
+    "atomic_write_json", "atomic_write_text", "check_config",
     "check_reanalysable", "check_software", "checkpoint_epoch", "checkpoint_name",
     "config_differences", "data_fingerprint", "data_summary", "default_cache_dir", "describe",
     "enable_compile_cache", "environment", "get_experiment", "holds_lock", "host_name",

@@ -12,8 +12,8 @@ import dataclasses
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from nc_jax.analysis._heldout import heldout_runs
-from nc_jax.analysis._reporting import analyse, record_fn
+from nc_jax.analysis._analyse import analyse
+from nc_jax.analysis._reporting import record_fn
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data._datasets import Dataset, make_dataset
 from nc_jax.runs._checkpoint import checkpoint_epoch, resumable_train_runs
@@ -97,7 +97,7 @@ def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
     stops it (`nc_jax.training.PreemptionGuard`); `allow_version_change`: see `resumable_train_runs`. `model` /
     `loss` override the config's (see `nc_jax.run_sweep`). When `data` has a held-out part
     (`DataConfig.test_size`), every run also gets the `test_*` keys of
-    `nc_jax.analysis.heldout_runs`.
+    `nc_jax.analysis.heldout_report` (`analyse(..., test=data.test)`).
     Returns (runs, SweepResult)."""
     data, task = data_and_task(cfg, data, model=model, loss=loss)
     opts = RunOptions(progress=progress, record_fn=record_fn(task))
@@ -109,10 +109,7 @@ def run_group(cfg: SweepConfig, *, group: str, data: Optional[Dataset] = None,
                                    allow_version_change=allow_version_change)
     else:
         res = train_runs(task, cfg, data, opts)
-    runs = analyse(res, data, layers=layers, group=group)
-    if getattr(data, "test", None) is not None:
-        for r, held in zip(runs, heldout_runs(res, data)):
-            r.update(held)
+    runs = analyse(res, data, layers=layers, group=group, test=getattr(data, "test", None))
     return runs, res
 
 

@@ -11,11 +11,12 @@ import socket
 import tempfile
 from typing import Any, Optional
 
-#: What a run writes into its output directory (the checkpoint is `checkpoint.npz`);
-#: `prepare_out_dir(overwrite=True)` removes them so that a fresh run never sits next to a stale
-#: result of the previous one.
+#: What a run writes into its output directory (the checkpoint is `checkpoint.npz`, the results
+#: files those of `nc_jax.runs.write_results`); `prepare_out_dir(overwrite=True)` removes them so
+#: that a fresh run never sits next to a stale result of the previous one.
 CHECKPOINT_NAME = "checkpoint.npz"
-RUN_ARTIFACTS = (CHECKPOINT_NAME, "results.json", "results.csv")
+RESULT_FILES = ("results.json", "results.csv", "curves.csv", "layers.csv")
+RUN_ARTIFACTS = (CHECKPOINT_NAME, *RESULT_FILES)
 _TMP_SUFFIX = ".tmp"
 
 

@@ -14,7 +14,7 @@ from nc_jax.runs import _provenance as provenance
 from nc_jax.config import SweepConfig, canonical_dict
 from nc_jax.data._datasets import Dataset
 from nc_jax.runs._files import CheckpointError
-from nc_jax.training._names import callable_name
+from nc_jax._naming import callable_name
 from nc_jax.training._task import Task
 
 #: SweepConfig fields that do not change any number of the results, so a resume may change them.

@@ -22,7 +22,8 @@ class RunOptions:
     weight_decays / seeds / learning_rates: per-run arrays (K,) overriding the config's grid
     (None: cfg.weight_decays x cfg.seeds at cfg.optim.lr); record_every: epochs between in-loop
     evaluations (None: cfg.record_every; 0: none); record_fn(state, x, y) -> {name: scalar}
-    evaluated then (None: loss / accuracy); epochs_per_call: epochs per compiled call when not
+    evaluated then (None: loss / accuracy in `train_runs`; `nc_jax.run_sweep` records the NC
+    curves of `nc_jax.analysis.record_fn`); epochs_per_call: epochs per compiled call when not
     recording; runs_per_device: the run layout's B (None: cfg.runs_per_device); devices: the
     devices to shard the run axis over (None: all); progress: a progress bar; hooks: callables
     of a `ChunkEvent` run after every compiled call.

@@ -32,8 +32,8 @@ import optax
 
 from nc_jax.config import SweepConfig
 from nc_jax.data import make_dataset
-from nc_jax.training._losses import Loss, get_loss
-from nc_jax.training._names import callable_name
+from nc_jax.losses import Loss, get_loss
+from nc_jax._naming import callable_name
 from nc_jax.models import head_classifier, make_model
 from nc_jax.training._optim import make_optimizer, steps_per_epoch
 from nc_jax.training._tx import custom_tx, param_groups

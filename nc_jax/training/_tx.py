@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nc_jax.training._names import callable_name
+from nc_jax._naming import callable_name
 from nc_jax.training._optim import add_group_decayed_weights
 
 

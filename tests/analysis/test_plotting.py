@@ -83,3 +83,21 @@ def test_depth_plot_averages_the_seeds_that_did_not_fail(monkeypatch, tmp_path):
     empty, drawn = figs[0].axes[:2]
     assert not empty.containers and empty.get_legend() is None
     assert drawn.get_legend() is not None
+
+
+def test_weight_decay_zero_is_drawn_on_a_symlog_axis(tmp_path, monkeypatch):
+    """A log axis cannot show WD 0 (a custom sweep may train without weight decay): with 0
+    among the values the axis is symlog, linear below the smallest positive WD; a group that
+    is no BN variant draws both its curves in one color."""
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    runs = [_run(wd, 0, 1.0, 0.5, group="sweep") for wd in (0.0, 1e-3, 1e-2)]
+    plotting.plot_wd_bn(runs, str(tmp_path / "f.png"))
+    plotting.plot_wd_bn(runs[:1], str(tmp_path / "g.png"))
+    plotting.plot_wd_bn(runs[1:], str(tmp_path / "h.png"))
+    assert [f.axes[0].get_xscale() for f in figs] == ["symlog", "linear", "log"]
+    assert figs[0].axes[0].xaxis.get_transform().linthresh == 1e-3
+    from matplotlib.colors import to_hex
+    drawn = [line for line in figs[0].axes[0].get_lines()
+             if list(line.get_xdata()) == [0.0, 1e-3, 1e-2]]  # lines and markers of both
+    assert len(drawn) >= 4 and len({to_hex(line.get_color()) for line in drawn}) == 1

@@ -107,7 +107,12 @@ def test_fixed_runs_per_device_is_bit_identical_on_one_and_four_devices(four_dev
     cfg = fixed_config()
     single = run_sweep(cfg, tiny_data(cfg), progress=False)
     assert single.num_devices == 1 and single.runs_per_device == 2
-    assert_bit_identical(result_arrays(single), split(multi, "fixed"))
+    one, four = result_arrays(single), split(multi, "fixed")
+    # NC1 of the in-loop NC report (run_sweep records it with record_every) is computed from an
+    # SVD and agrees to float32 rounding only (1 ulp seen); the training itself and every other
+    # record are bit-identical
+    np.testing.assert_allclose(one.pop("records/nc1"), four.pop("records/nc1"), rtol=1e-6)
+    assert_bit_identical(one, four)
 
 
 def test_automatic_layout_agrees_to_rounding(four_devices):

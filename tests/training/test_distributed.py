@@ -75,4 +75,6 @@ def test_two_process_sweep_equals_one_process_sweep(tmp_path, capsys):
     assert [t["num_devices"] for t in two["timing"].values()] == [2]
     # every number of every run, curves and per-epoch history included, bit for bit
     assert two["runs"] == one["runs"]
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "results.csv", "results.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "curves.csv", "nc_vs_weight_decay.png",
+                                       "results.csv", "results.json", "theorem.png",
+                                       "training_curves.png"]

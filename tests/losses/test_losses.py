@@ -1,4 +1,5 @@
-"""Losses by name against closed forms in NumPy float64; the theorem's keys are cross-entropy only."""
+"""Losses by name against closed forms in NumPy float64; the registry (built-ins and a user's loss
+by name); the theorem's keys are cross-entropy only."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 
 import nc_jax
 from nc_jax.config import ConfigError, LossConfig
-from nc_jax.training import cross_entropy, get_loss, label_smoothing, mse
+from nc_jax.losses import (LOSSES, cross_entropy, get_loss, known_losses, label_smoothing,
+                           loss_name, mse, register_loss)
 from tests.helpers import tiny_config, tiny_data
 
 
@@ -50,12 +52,63 @@ def test_label_smoothing_closed_form(s):
 
 
 def test_loss_config_and_lookup_errors():
-    with pytest.raises(ConfigError, match="loss.name must be one of"):
-        LossConfig(name="hinge")
     with pytest.raises(ConfigError, match="loss.smoothing must be < 1"):
         LossConfig(smoothing=1.0)
-    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+    # an unknown name's error lists the known ones
+    with pytest.raises(ConfigError) as e:
+        LossConfig(name="hinge")
+    assert "loss.name must be one of ('ce', 'mse', 'label_smoothing'" in str(e.value)
+    assert "got 'hinge'" in str(e.value) and "register_loss" in str(e.value)
+    with pytest.raises(ValueError) as e:
         get_loss("hinge")
+    assert "unknown loss 'hinge'; known losses: ['ce', 'mse', 'label_smoothing'" in str(e.value)
+    with pytest.raises(ConfigError, match="loss.name must be a string"):
+        LossConfig(name=3)
+    with pytest.raises(ValueError, match="non-empty string"):
+        register_loss("")
+
+
+def test_builtins_are_registered_under_the_names_of_checkpoints():
+    assert known_losses()[:3] == ("ce", "mse", "label_smoothing")
+    # the names results and checkpoint identities use, for a name and for the function itself
+    for name, fn in (("ce", cross_entropy), ("mse", mse), ("label_smoothing", label_smoothing)):
+        assert get_loss(name, LossConfig(name=name))[1] == name
+        assert loss_name(fn) == name and get_loss(fn)[1] == name
+    assert get_loss(None, LossConfig())[0] is cross_entropy
+
+
+@pytest.fixture
+def registered():
+    """Registers losses for one test and removes them afterwards (the registry is global)."""
+    before = dict(LOSSES)
+    yield
+    LOSSES.clear()
+    LOSSES.update(before)
+
+
+def test_a_registered_loss_trains_by_name_through_run_sweep(registered):
+    seen = []
+
+    @register_loss("scaled_mse")
+    def scaled_mse(loss_cfg):
+        seen.append(loss_cfg)
+        # the factory gets the whole LossConfig: here `smoothing` is read as a scale
+        return lambda logits, y: (1.0 + loss_cfg.smoothing) * mse(logits, y)
+
+    assert "scaled_mse" in known_losses()
+    cfg = tiny_config(weight_decays=(1e-3,), seeds=(0,), loss=LossConfig("scaled_mse", 0.5))
+    data = tiny_data(cfg)
+    res = nc_jax.run_sweep(cfg, data, progress=False)
+    assert seen and seen[-1] == cfg.loss
+    assert res.task.loss_name == "scaled_mse"
+    r = nc_jax.analyse(res, data)[0]
+    assert r["loss"] == "scaled_mse" and "min_loss" not in r  # the theorem is cross-entropy's
+    # the reported train loss is 1.5 x the MSE of the eval-mode logits, in NumPy float64
+    st = res.state(0)
+    z = np.asarray(res.task.model.apply({"params": st.params, "batch_stats": st.batch_stats},
+                                        data.x), np.float64)
+    ref = 1.5 * 0.5 * np.mean(np.sum((z - np.eye(4)[data.y]) ** 2, axis=1))
+    np.testing.assert_allclose(r["train_loss"], ref, rtol=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["mse", "label_smoothing"])
