@@ -139,4 +139,5 @@ def test_documented_names_keep_working():
         assert callable(getattr(nc_jax, name))
     assert callable(nc_jax.ufm.solve) and callable(nc_jax.data.from_arrays)
     assert callable(nc_jax.models.register_model) and callable(nc_jax.models.from_nnx)
+    assert callable(nc_jax.losses.register_loss) and callable(nc_jax.losses.get_loss)
     assert callable(nc_jax.metrics.collapse_report) and callable(nc_jax.cli.main)

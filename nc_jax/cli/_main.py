@@ -64,10 +64,11 @@ ERRORS = (ConfigError, ValueError, FileNotFoundError, OutDirError, CheckpointErr
 def import_modules(names: List[str]) -> None:
     """Import every module of `--import`, in order, before any config is built: a module that
     registers a model or loss (`nc_jax.models.register_model`, `nc_jax.losses.register_loss`)
-    makes its name valid in `--model` / `--loss` / `--set`. The current directory is searched
-    last (as `python -m` would search it first), so `nc-sweep --import mymodels` finds
-    `./mymodels.py` without shadowing an installed package. Any failure of the import, the
-    module's own code included, is a ModuleImportError naming the module."""
+    makes its name valid in `--model` / `--loss` / `--set`. The `nc-sweep` script, unlike
+    `python -m`, does not search the current directory, so it is added at the end of the search
+    path: `--import mymodels` finds `./mymodels.py`, and shadows no installed package. Any
+    failure of the import, the module's own code included, is a ModuleImportError naming the
+    module."""
     if names and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
     for name in names:
