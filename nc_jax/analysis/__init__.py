@@ -8,14 +8,15 @@ from nc_jax.analysis._heldout import (heldout_report, heldout_runs, heldout_valu
 from nc_jax.analysis._plotting import (BN_STYLE, LAYER_MODES, failed, plot_depth, plot_groups,
                                        plot_layer_modes, plot_theorem, plot_training_curves,
                                        plot_wd_bn, seed_stats)
-from nc_jax.analysis._reporting import (CONVERGED_ACCURACY, EFFECTIVE_DEPTH_EPS, RunView,
-                                        collapse, loss_accuracy, per_layer, prop221, py,
+from nc_jax.analysis._reporting import (CONVERGED_ACCURACY, DEFAULT_REPORTERS,
+                                        EFFECTIVE_DEPTH_EPS, RunView, collapse, cosine_matrix,
+                                        loss_accuracy, per_layer, prop221, py,
                                         record_fn, run_report, sweep_reports, theorem_bounds,
                                         theory_quantities)
 
 __all__ = [
     "BN_STYLE", "CONVERGED_ACCURACY", "EFFECTIVE_DEPTH_EPS", "LAYER_MODES", "RunView", "analyse",
-    "collapse", "failed", "heldout_report", "heldout_runs", "heldout_values", "loss_accuracy",
+    "DEFAULT_REPORTERS", "collapse", "cosine_matrix", "failed", "heldout_report", "heldout_runs", "heldout_values", "loss_accuracy",
     "ncc_train_means_reporter", "per_layer", "plot_depth", "plot_groups", "plot_layer_modes",
     "plot_theorem", "plot_training_curves", "plot_wd_bn", "prop221", "py", "record_fn",
     "run_report", "seed_stats", "sweep_reports", "theorem_bounds", "theory", "theory_quantities",

@@ -197,6 +197,9 @@ def per_layer(v: RunView) -> Dict[str, jax.Array]:
     feats = {"eval": [_flat(f) for f in v.eval[1]], "train": [_flat(f) for f in v.train_features]}
     lw = metrics.layerwise(feats["eval"], v.y, C)
     out = {f"layer_{k}": a for k, a in lw.items()}
+    # every layer's (C, C) class-mean cosines (BN in eval mode, uncentered), as `cosine_matrix`
+    out["layer_cosine_matrix"] = jnp.stack([metrics.cosine_similarity_matrix(f, v.y, C)
+                                            for f in feats["eval"]])
     out.update({f"layer_train_{k}": a
                 for k, a in metrics.layerwise(feats["train"], v.y, C).items()})
     for mode, fs in feats.items():
@@ -213,12 +216,21 @@ def per_layer(v: RunView) -> Dict[str, jax.Array]:
     return out
 
 
-DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, theory_quantities, theorem_bounds,
-                             prop221)
+def cosine_matrix(v: RunView) -> Dict[str, jax.Array]:
+    """`cosine_matrix` (C, C): the thesis' class-mean cosines of the last-layer features h,
+    G[c, c'] = <u_c, u_c'> with u_c the mean of the unit vectors h_i / ||h_i|| of class c
+    (`metrics.cosine_similarity_matrix`): intra_c on the diagonal, inter_cc' off it, so every
+    class pair's cosine is there, not only the extremes `min_intra` / `max_inter`."""
+    return {"cosine_matrix": metrics.cosine_similarity_matrix(v.h, v.y, v.num_classes)}
+
+
+DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, cosine_matrix, theory_quantities,
+                             theorem_bounds, prop221)
 
 
 # built-in reporters are named by their function names in checkpoint identities
-for _reporter in (loss_accuracy, collapse, theory_quantities, theorem_bounds, prop221, per_layer):
+for _reporter in (loss_accuracy, collapse, cosine_matrix, theory_quantities, theorem_bounds,
+                  prop221, per_layer):
     _reporter.nc_jax_name = _reporter.__name__
 
 

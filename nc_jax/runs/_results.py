@@ -22,7 +22,7 @@ from nc_jax.runs._files import atomic_write_text
 from nc_jax.runs._provenance import software
 
 #: Per-run keys that are lists or dicts: in results.json, not in the CSV.
-CSV_SKIP = ("layers", "curves", "history")
+CSV_SKIP = ("layers", "curves", "history", "cosine_matrix")
 
 #: What identifies a run in the long-form files: its index in results.json's `runs`, then
 #: fields of the run.
@@ -81,7 +81,8 @@ def _long_rows(runs: List[dict]):
         for j, epoch in enumerate(c.get("epoch") or ()):
             curves += [ident + [epoch, k, c[k][j]] for k in metrics]
         for l, layer in enumerate(r.get("layers") or (), start=1):
-            layers += [ident + [l, k, v] for k, v in layer.items()]
+            # a layer's cosine_matrix (C x C) stays in results.json: a cell holds one number
+            layers += [ident + [l, k, v] for k, v in layer.items() if not isinstance(v, list)]
     return curves, layers
 
 
