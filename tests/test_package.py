@@ -25,7 +25,8 @@ def _modules():
 def import_graph():
     """{module: set of nc_jax modules it imports}, every import statement counted wherever it
     stands (module level or inside a function); `from P import name` is an edge to the
-    submodule P.name when that is a module, else to P."""
+    submodule P.name when that is a module, else to P; and an edge to P.sub is one to the
+    package P too (its `__init__` runs first) unless the importer is inside P."""
     mods = _modules()
     graph = {m: set() for m in mods}
     for m, path in mods.items():
@@ -44,6 +45,14 @@ def import_graph():
             else:
                 continue
             graph[m] |= {t for t in targets if t in mods and t != m}
+    # importing P.sub first runs P/__init__ (and its parents), unless the importer is inside P
+    for m in graph:
+        for t in list(graph[m]):
+            parts = t.split(".")
+            for i in range(1, len(parts)):
+                parent = ".".join(parts[:i])
+                if parent in mods and not (m == parent or m.startswith(parent + ".")):
+                    graph[m].add(parent)
     return graph
 
 

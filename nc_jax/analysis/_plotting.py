@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nc_jax._files import save_figure  # noqa: E402
+
 BN_STYLE = {"affine": ("tab:blue", "affine BN"), "plain": ("tab:orange", "non-affine BN"),
             "none": ("tab:green", "no BN")}
 
@@ -36,7 +38,7 @@ def seed_stats(runs: Sequence[dict], key: str, by=("group", "weight_decay"),
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

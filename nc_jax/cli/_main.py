@@ -79,6 +79,17 @@ def import_modules(names: List[str]) -> None:
             raise ModuleImportError(f"cannot import {name}: {reason}") from e
 
 
+def _unique_keys(pairs):
+    """A JSON object whose keys are distinct: with json's default the last duplicate would win
+    silently (`{"optim": {...}, "optim": {...}}` trains the second)."""
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ConfigError(f"--config: key(s) {dup} appear more than once in one object; "
+                          f"write each once")
+    return dict(pairs)
+
+
 def parse_value(text: str):
     """A `--set` value: JSON (numbers, lists, dicts, true/false, null), a comma list of JSON
     values, with or without brackets (`[last_bn,head]`: unquoted names), else the string itself
@@ -198,7 +209,7 @@ def _overrides(args) -> List[str]:
 def _configs(exp: Experiment, args, custom: bool) -> Dict[str, SweepConfig]:
     if custom and getattr(args, "config", None):
         with open(args.config) as f:
-            configs = {"sweep": SweepConfig.from_dict(json.load(f))}
+            configs = {"sweep": SweepConfig.from_dict(json.load(f, object_pairs_hook=_unique_keys))}
     else:
         configs = exp.configs(args.preset)
     sets = _overrides(args)

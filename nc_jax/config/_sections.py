@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
-from nc_jax.config._base import (DATA_KINDS, DECAY_GROUPS, DECAY_MASKS, MIN_TRAIN_PER_CLASS,
+import numpy as np
+
+from nc_jax.config._base import (DATA_KINDS, DECAY_GROUPS, DECAY_MASKS, MAX_SEED,
+                                 MIN_TRAIN_PER_CLASS,
                                  OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MODES, _finite_number,
                                  _int_at_least, _require)
 from nc_jax.losses import DEFAULT_SMOOTHING, known_losses
@@ -93,6 +96,8 @@ class DataConfig:
         _int_at_least("data.teacher_depth", self.teacher_depth, 1)
         _int_at_least("data.teacher_width", self.teacher_width, 1)
         _int_at_least("data.seed", self.seed, 0)
+        # the data seed becomes a uint32 PRNG key: 2**32 would silently alias seed 0
+        _require(self.seed <= MAX_SEED, f"data.seed must be <= {MAX_SEED}, got {self.seed!r}")
         _require(self.teacher_bn in BN_VARIANTS,
                  f"data.teacher_bn must be one of {BN_VARIANTS}, got {self.teacher_bn!r}")
         if self.kind in ("teacher", "conic"):
@@ -155,6 +160,8 @@ class OptimConfig:
 
     def __post_init__(self):
         _finite_number("optim.lr", self.lr, positive=True)
+        _require(float(np.float32(self.lr)) > 0, f"optim.lr ({self.lr!r}) is 0 in float32, the "
+                                                 f"precision training runs in: nothing would train")
         _require(self.name in OPTIMIZERS,
                  f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
         _require(self.schedule in SCHEDULES,

@@ -14,7 +14,7 @@ from nc_jax.runs._compile_cache import (default_cache_dir, enable_compile_cache,
 from nc_jax.runs._experiment import (EXPERIMENTS, Experiment, check_reanalysable, checkpoint_name,
                                      data_summary, get_experiment, register_experiment, run_experiment,
                                      run_group)
-from nc_jax.runs._files import (CHECKPOINT_NAME, RESULT_FILES, RUN_ARTIFACTS, CheckpointError,
+from nc_jax._files import (CHECKPOINT_NAME, RESULT_FILES, RUN_ARTIFACTS, CheckpointError,
                                 OutDirError, atomic_write_bytes, atomic_write_json,
                                 atomic_write_text, host_name, pid_alive)
 from nc_jax.runs._identity import (NON_RESULT_FIELDS, CheckpointMismatchError,

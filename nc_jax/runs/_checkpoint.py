@@ -31,7 +31,7 @@ from nc_jax.training import _preempt as preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data._datasets import Dataset
 from nc_jax.training._distributed import is_key as _is_key, is_main_process
-from nc_jax.runs._files import CheckpointError, atomic_write_bytes
+from nc_jax._files import CheckpointError, atomic_write_bytes
 from nc_jax.runs._identity import check_config, check_software, run_identity, upgrade_identity
 from nc_jax.runs._provenance import software
 from nc_jax.training import (ChunkEvent, RunOptions, SweepResult, SweepState, init_states,

@@ -13,7 +13,7 @@ import numpy as np
 from nc_jax.runs import _provenance as provenance
 from nc_jax.config import SweepConfig, canonical_dict
 from nc_jax.data._datasets import Dataset
-from nc_jax.runs._files import CheckpointError
+from nc_jax._files import CheckpointError
 from nc_jax._naming import callable_name
 from nc_jax.training._task import Task
 

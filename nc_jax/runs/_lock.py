@@ -18,11 +18,12 @@ import fcntl
 import json
 import os
 import shlex
+import stat
 import sys
 import time
 from typing import Dict, Optional
 
-from nc_jax.runs._files import OutDirError, host_name, pid_alive
+from nc_jax._files import OutDirError, host_name, pid_alive
 
 LOCK_NAME = ".nc-jax.lock"
 
@@ -101,11 +102,19 @@ class OutDirLock:
     def _lock_file(self) -> int:
         while True:
             try:
-                fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                # O_NOFOLLOW: a symlink planted as the lock file must not redirect the write
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             0o666)
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise OutDirError(f"lock file {self.file} is a symbolic link; nc-jax never "
+                                      f"writes through one: remove it") from e
                 raise OutDirError(f"output directory {self.path} is not writable "
                                   f"({e.strerror or e}); nothing was run: choose another --out "
                                   f"or make it writable") from e
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OutDirError(f"lock file {self.file} is not a regular file; remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -9,7 +9,7 @@ import os
 from typing import Optional, Sequence
 
 from nc_jax.runs._checkpoint import read_checkpoint
-from nc_jax.runs._files import (CHECKPOINT_NAME, RUN_ARTIFACTS, _TEMP_WRITER, OutDirError,
+from nc_jax._files import (CHECKPOINT_NAME, RUN_ARTIFACTS, _TEMP_WRITER, OutDirError,
                                 _is_temp, host_name, pid_alive)
 from nc_jax.runs._identity import check_config
 from nc_jax.runs._lock import LOCK_NAME, holds_lock

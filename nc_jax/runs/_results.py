@@ -18,7 +18,7 @@ import jax
 
 from nc_jax.config import SweepConfig
 from nc_jax.training._distributed import is_main_process
-from nc_jax.runs._files import atomic_write_text
+from nc_jax._files import atomic_write_text
 from nc_jax.runs._provenance import software
 
 #: Per-run keys that are lists or dicts: in results.json, not in the CSV.

@@ -17,7 +17,7 @@ from nc_jax.analysis._reporting import record_fn
 from nc_jax.config import SweepConfig
 from nc_jax.data._datasets import Dataset
 from nc_jax.runs._checkpoint import resumable_train_runs
-from nc_jax.runs._files import CHECKPOINT_NAME
+from nc_jax._files import CHECKPOINT_NAME
 from nc_jax.runs._lock import OutDirLock
 from nc_jax.runs._outdir import prepare_out_dir
 from nc_jax.training._distributed import is_main_process

@@ -74,7 +74,9 @@ def check_run_arrays(weight_decays, seeds, learning_rates) -> None:
         raise ConfigError(f"weight_decays ({k}), seeds ({len(seeds)}) and learning_rates "
                           f"({len(learning_rates)}) must have the same, non-zero length")
     for name, a, ok, rng in (("weight_decays", weight_decays, lambda v: v >= 0, ">= 0"),
-                             ("learning_rates", learning_rates, lambda v: v > 0, "> 0")):
+                             # > 0 in float32, the precision training runs in
+                             ("learning_rates", learning_rates,
+                              lambda v: v.astype(np.float32) > 0, "> 0 in float32")):
         a = np.asarray(a, np.float64)
         bad = np.argwhere(~(np.isfinite(a) & ok(a)))
         if bad.size:

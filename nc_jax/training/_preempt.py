@@ -18,7 +18,8 @@ import signal
 import threading
 from typing import Optional
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: SIGHUP: a closed terminal or ssh session, which must save like any other stop.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Preempted(Exception):

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from nc_jax._files import save_figure
 from nc_jax.ufm import _solve as ufm
 from nc_jax.ufm import _tightness as T
 
@@ -109,7 +110,7 @@ def plot_tightness(doc, path):
     ax.axhline(0, color="k", lw=0.8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -146,7 +147,7 @@ def plot_phase(doc, path):
     ax.set(xscale="log", yscale="log", xlabel="lambda (lambda_W = lambda_H) / weight decay",
            ylabel="alpha beta", title="optimal alpha beta vs trained runs")
     ax.legend(fontsize=6)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -57,7 +57,8 @@ def _env():
     return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                       (signal.SIGHUP, 129)])
 def test_signal_saves_a_checkpoint_and_the_same_command_resumes_bit_identically(
         sig, code, tmp_path, reference):
     out, marker = tmp_path / "out", tmp_path / "marker"

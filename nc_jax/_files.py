@@ -4,6 +4,7 @@ writer at a time is `nc_jax.runs`)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -96,6 +97,16 @@ def atomic_write_bytes(path, data: bytes) -> None:
 def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
     """`atomic_write_bytes` of `text` encoded with `encoding`."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def save_figure(fig, path, **savefig_kwargs) -> None:
+    """A matplotlib figure written like every other output: rendered in memory, then
+    `atomic_write_bytes` (a temp file and a rename), so a kill never leaves half a PNG and a
+    symlink at `path` is replaced, never written through. The format is `path`'s suffix."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **savefig_kwargs)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_json(path, obj: Any, *, indent: Optional[int] = 1, **dump_kwargs) -> None:
