@@ -88,7 +88,9 @@ def test_second_writer_on_the_same_out_is_refused_at_once(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert [r["weight_decay"] for r in doc["runs"]] == [1e-4, 1e-3]
     assert doc["configs"]["sweep"]["weight_decays"] == [1e-4, 1e-3]
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "results.csv", "results.json"]
+    # the run's files and its figures; no lock or temp file left behind
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "nc_vs_weight_decay.png", "results.csv",
+                                       "results.json", "theorem.png"]
 
 
 LOCK_AND_SLEEP = textwrap.dedent("""
