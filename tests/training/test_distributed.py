@@ -35,7 +35,11 @@ WORKER = textwrap.dedent("""
         sys.exit(77)
     assert jax.process_count() == 2 and len(jax.devices()) == 2
     from nc_jax.cli import main
-    sys.exit(main(json.loads(sys.argv[4]) + ["--out", out]))
+    rc = main(json.loads(sys.argv[4]) + ["--out", out])
+    # both processes leave the coordination service together: process 0 hosts it, and tearing
+    # it down at interpreter exit while process 1 is still connected can abort (SIGABRT)
+    jax.distributed.shutdown()
+    sys.exit(rc)
 """)
 
 
