@@ -272,16 +272,22 @@ def sweep_reports(states: TrainState, x, y, task: Task, *, layers: bool = False,
     deep, wide sweep never holds every run's full-set activations at once. A host loop over runs
     rather than `lax.map`: `lax.map` around the per-layer report (eigendecompositions inside a
     loop) was seen to deadlock XLA:CPU's thread pool on a 2-core machine (15-layer sweep).
+    The per-layer report is a program of its own, so asking for it changes no other number
+    (one program for both let XLA fuse them differently: a last-bit change of rms_train).
     """
-    fn = functools.partial(run_report, x=x, y=y, task=task, layers=layers, reporters=reporters)
     k = int(np.shape(jax.tree.leaves(states.step)[0])[0])
     step = max(1, min(int(batch_size), k))
-    one = jax.jit(jax.vmap(fn))
-    parts = []
-    for start in range(0, k, step):
-        idx = np.arange(start, min(start + step, k))
-        parts.append(jax.tree.map(np.asarray, one(jax.tree.map(lambda a: a[idx], states))))
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    programs = [tuple(reporters)] + ([(per_layer,)] if layers else [])
+    out: Dict[str, np.ndarray] = {}
+    for reps in programs:
+        fn = functools.partial(run_report, x=x, y=y, task=task, layers=False, reporters=reps)
+        one = jax.jit(jax.vmap(fn))
+        parts = []
+        for start in range(0, k, step):
+            idx = np.arange(start, min(start + step, k))
+            parts.append(jax.tree.map(np.asarray, one(jax.tree.map(lambda a: a[idx], states))))
+        out.update({key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+    return out
 
 
 #: NCC error threshold of the epsilon-effective depth (Definition 3.2.2). The thesis does not

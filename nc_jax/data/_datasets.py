@@ -234,12 +234,15 @@ def _standardize(x: np.ndarray, source: str) -> np.ndarray:
     return z
 
 
-def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays") -> Dataset:
+def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays",
+                min_per_class: int = MIN_TRAIN_PER_CLASS) -> Dataset:
     """Dataset from user arrays: x (N, ...) as float32 in its own shape (flat vectors, images
     (N, H, W, C), ...; a 1-D x becomes (N, 1)), labels remapped to 0..C-1. `standardize` scales
     every input feature (pixel) to zero mean and unit variance over the samples (exactly, for any
     magnitude of x). Without it, x must be representable in float32: values beyond its range, or
-    non-zero values that would round to 0, raise a ValueError rather than train on inf or 0."""
+    non-zero values that would round to 0, raise a ValueError rather than train on inf or 0.
+    Every class needs `min_per_class` samples (default 2: with one, a class has no spread and
+    NC1 = 0, min intra = 1 hold by construction; pass 1 for a held-out set that is only scored)."""
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{source}: x must have a leading sample axis with N >= 1, got {x.shape}")
@@ -253,6 +256,13 @@ def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays") -> D
         if not np.all(np.isfinite(x.astype(np.float64))):
             raise ValueError(f"{source}: x contains NaN or inf")
     y_new, classes = _remap_labels(y_arr, source)
+    counts = np.bincount(y_new, minlength=len(classes))
+    if counts.min() < min_per_class:
+        c = int(np.argmin(counts))
+        raise ValueError(f"{source}: class {classes[c].item()!r} has {int(counts[c])} sample(s); NC "
+                         f"measures need at least {min_per_class} per class (with one, a class "
+                         f"has no spread and looks perfectly collapsed): add samples or drop "
+                         f"the class")
     if standardize:
         x = _standardize(x, source)
     else:

@@ -366,6 +366,12 @@ def effective_depth(ncc_errors, eps) -> jax.Array:
         shape = np.shape(ncc_errors)
         if len(shape) == 0 or shape[-1] == 0:
             raise ValueError(f"ncc_errors must have shape (..., L) with L >= 1, got shape {shape}")
+        # a NaN compares False everywhere: the depth would silently read as L
+        if np.isnan(np.asarray(ncc_errors, np.float64)).any():
+            raise ValueError("ncc_errors contains NaN (a diverged run?); effective depth is "
+                             "undefined there")
+    if not is_tracer(eps) and np.isnan(np.asarray(eps, np.float64)).any():
+        raise ValueError(f"eps must be a number, got {eps!r}")
     e = jnp.asarray(ncc_errors)
     L = e.shape[-1]
     hit = e <= jnp.asarray(eps)[..., None]

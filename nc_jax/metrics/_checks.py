@@ -45,6 +45,10 @@ def check_num_classes(num_classes: Any, func: str | None = None) -> int:
 def as_float(x: Any) -> jax.Array:
     """Array in a float dtype of at least 32 bits (half precision is too coarse for these sums)."""
     x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        # astype would drop the imaginary part with only a warning
+        raise ValueError(f"NC metrics take real features; got dtype {x.dtype} (pass the real "
+                         f"part, or the magnitudes, explicitly)")
     if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
         x = x.astype(jnp.float32)
     return x

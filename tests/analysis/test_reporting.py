@@ -223,3 +223,16 @@ def test_per_layer_modes_against_numpy():
     # centering changes the numbers (the test would not notice a mode mix-up otherwise)
     assert abs(rep["layer_eval_centered_max_inter"][0] - rep["layer_max_inter"][0]) > 1e-3
     assert abs(rep["layer_train_min_intra"][0] - rep["layer_min_intra"][0]) > 1e-6
+
+
+def test_asking_for_layers_changes_no_other_number():
+    """--layers adds keys; every other number stays the same to the bit."""
+    import nc_jax
+    from tests.helpers import tiny_config, tiny_data
+    cfg = tiny_config(weight_decays=(1e-3,), seeds=(0, 1))
+    data = tiny_data(cfg)
+    res = nc_jax.run_sweep(cfg, data, progress=False)
+    plain, layered = nc_jax.analyse(res, data), nc_jax.analyse(res, data, layers=True)
+    for a, b in zip(plain, layered):
+        assert set(a) < set(b)
+        assert {k: a[k] for k in a} == {k: b[k] for k in a}

@@ -555,3 +555,14 @@ def test_ncc_predict_centers_against_float64(scale):
     np.testing.assert_array_equal(got[clear], want[clear])
     with pytest.raises(ValueError, match=r"\(N, d\) and centers \(C, d\)"):
         metrics.ncc_predict_centers(h, centers[:, :3])
+
+
+def test_complex_features_and_nan_depth_inputs_are_refused():
+    h = (np.random.default_rng(0).normal(size=(8, 3)) * (1 + 1j)).astype(np.complex64)
+    y = np.arange(8) % 2
+    with pytest.raises(ValueError, match="real features"):
+        metrics.collapse_report(h, y, 2)
+    with pytest.raises(ValueError, match="contains NaN"):
+        metrics.effective_depth(np.array([0.5, np.nan, 0.0]), 0.01)
+    with pytest.raises(ValueError, match="eps must be a number"):
+        metrics.effective_depth(np.array([0.5, 0.2, 0.0]), float("nan"))

@@ -58,3 +58,13 @@ def test_duplicate_keys_in_a_config_file_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "['optim']" in err and "more than once" in err
     json.loads(path.read_text())  # valid JSON all the same: only the duplicate is refused
+
+
+def test_one_sample_in_a_class_is_refused_not_reported_as_collapse():
+    import numpy as np
+    from nc_jax.data import from_arrays
+    x = np.random.default_rng(0).normal(size=(7, 3))
+    y = np.array([0, 0, 1, 1, 2, 2, 7])
+    with pytest.raises(ValueError, match=r"class 7 has 1 sample\(s\)"):
+        from_arrays(x, y)
+    assert from_arrays(x, y, min_per_class=1).num_classes == 4  # a scored-only held-out set
