@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from nc_jax.runs import _checkpoint as ck
-from nc_jax.runs import _files as nc_files
+from nc_jax import _files as nc_files
 from nc_jax.runs import (CheckpointError, CheckpointMismatchError, OutDirError, atomic_write_json,
                          atomic_write_text, checkpoint_epoch, load_checkpoint, prepare_out_dir,
                          read_checkpoint, run_sweep, resumable_train_runs,
