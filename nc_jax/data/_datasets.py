@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.config import MIN_TRAIN_PER_CLASS, DataConfig
+from nc_jax.config import MIN_TRAIN_PER_CLASS
 from nc_jax.models import MLP
 
 # Size of the Gaussian sample used to calibrate the teacher (BN statistics and logit centering).
@@ -340,68 +340,6 @@ def mnist5k(*, standardize: bool = True) -> Dataset:
     x = np.asarray(x, np.float32).reshape(-1, 28, 28, 1) / 255.0
     ds = from_arrays(x, y, standardize=standardize, source="mnist5k")
     return dataclasses.replace(ds, info={**ds.info, "kind": "mnist"})
-
-
-def split_heldout(data: Dataset, test_size: int, seed: int) -> Dataset:
-    """Hold out `test_size` samples, test_size / C of every class, drawn with the key
-    `fold_in(key(seed), HELDOUT_STREAM)`: the same seed gives the same split.
-
-    Returns the training part (x, y: the other N - test_size rows, in their original order) with
-    the held-out rows (also in original order) as `.test`; train and test are disjoint and their
-    union is `data`. `info` gains `test_size` and `heldout_indices` (rows of `data`).
-    `test_size=0` returns `data` itself. A test_size that is not a multiple of C, or that would
-    leave a class fewer than MIN_TRAIN_PER_CLASS training samples, raises a ValueError naming
-    data.test_size.
-    """
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or test_size < 0:
-        raise ValueError(f"data.test_size must be an integer >= 0, got {test_size!r}")
-    if test_size == 0:
-        return data
-    C = data.num_classes
-    if test_size % C:
-        raise ValueError(f"data.test_size ({test_size}) must be a multiple of the number of "
-                         f"classes ({C}) for a class-balanced hold-out")
-    per = test_size // C
-    counts = data.class_counts()
-    short = int(np.argmin(counts))
-    if counts[short] - per < MIN_TRAIN_PER_CLASS:
-        raise ValueError(f"data.test_size ({test_size}) holds out {per} samples per class, but "
-                         f"class {short} has only {counts[short]}: every class must keep at "
-                         f"least {MIN_TRAIN_PER_CLASS} training samples (class counts: "
-                         f"{counts.tolist()})")
-    key = jax.random.fold_in(jax.random.key(seed), HELDOUT_STREAM)
-    # one permutation of all rows; each class holds out its first `per` rows in that order, so
-    # the draw is uniform within every class
-    order = np.asarray(jax.random.permutation(key, data.n))
-    test_idx = np.sort(np.concatenate([order[data.y[order] == c][:per] for c in range(C)]))
-    train_mask = np.ones(data.n, bool)
-    train_mask[test_idx] = False
-    info = {**data.info, "test_size": int(test_size), "heldout_indices": test_idx.tolist()}
-    test = Dataset(data.x[test_idx], data.y[test_idx], C,
-                   {"kind": data.info.get("kind"), "split": "test", "seed": int(seed)})
-    return Dataset(data.x[train_mask], data.y[train_mask], C, info, test=test)
-
-
-def make_dataset(cfg: DataConfig) -> Dataset:
-    """The data set a `DataConfig` describes (the key is `jax.random.key(cfg.seed)`), minus a
-    class-balanced hold-out of `cfg.test_size` samples attached as `.test` (`split_heldout`).
-    Standardization (mnist, npz) uses all N samples before the split: a label-free per-pixel
-    statistic, and it keeps every held-out row a row of the test_size=0 data set."""
-    return split_heldout(_make_full(cfg), cfg.test_size, cfg.seed)
-
-
-def _make_full(cfg: DataConfig) -> Dataset:
-    key = jax.random.key(cfg.seed)
-    if cfg.kind == "teacher":
-        return teacher_dataset(key, cfg.n, cfg.dim, cfg.num_classes, cfg.teacher_depth,
-                               cfg.teacher_width, cfg.teacher_bn)
-    if cfg.kind == "conic":
-        return conic_hull_dataset(key, cfg.n, cfg.dim, cfg.num_classes)
-    if cfg.kind == "npz":
-        return load_npz(cfg.path, standardize=cfg.standardize)
-    if cfg.kind == "mnist":
-        return mnist5k(standardize=cfg.standardize)
-    raise ValueError(f"unknown data kind {cfg.kind!r}")
 
 
 def _key_repr(key) -> list:

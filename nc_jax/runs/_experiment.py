@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from nc_jax.analysis._analyse import analyse
 from nc_jax.analysis._reporting import record_fn
 from nc_jax.config import ConfigError, SweepConfig
-from nc_jax.data._datasets import Dataset, make_dataset
+from nc_jax.data import Dataset, make_dataset
 from nc_jax.runs._checkpoint import checkpoint_epoch, resumable_train_runs
 from nc_jax._files import CheckpointError
 from nc_jax.training import _preempt as preempt
