@@ -34,6 +34,7 @@ from nc_jax.metrics._stats import (
     geometry,
     merge1,
     normalize_rows,
+    segsum,
     stats1,
     stats2,
 )
@@ -53,6 +54,18 @@ def _pass1_step(acc: Stats1, exp, h, y, num_classes):
 def _pass2_step(h, y, exp, geom, num_classes, logits=None):
     logits = None if logits is None else unit_rows(logits)  # argmax: one exponent per row
     return stats2(ldexp(h, -exp), y, geom, num_classes, logits)
+
+
+@static_C
+def _unit_sums_step(h, y, num_classes):
+    """Per-class sums (C, d) of the batch's unit rows, as pass 1 accumulates them."""
+    return segsum(normalize_rows(h, row_exponents(h))[0], y, num_classes)
+
+
+#: How far a class's summed unit vectors may move between the passes, per sample: float32
+#: rounding of the sums stays far below; a loader that yields other features (augmentation,
+#: another subset) moves them by much more.
+PASS_TOLERANCE = 1e-3
 
 
 _geometry_jit = static_C(lambda counts, ref, sums, num_classes: geometry(counts, ref, sums, num_classes))
@@ -126,16 +139,25 @@ def collapse_report_streaming(
         W = prepare_weights(W)
     geom = _geometry_jit(s1.counts, s1.ref, s1.shifted_sums, num_classes=C)
 
-    s2, with_logits = None, []
+    s2, with_logits, units2 = None, [], None
     for idx, batch in enumerate(batches_fn()):
         h, y, logits, _ = _unpack_batch(batch, C, d, idx, 2)
         with_logits.append(logits is not None)
         inc = _pass2_step(h, y, exp, geom, num_classes=C, logits=logits)
         s2 = inc if s2 is None else _add(s2, inc)
-    if s2 is None or not np.array_equal(np.asarray(s2.counts), counts1):
+        u = _unit_sums_step(h, y, num_classes=C)
+        units2 = u if units2 is None else units2 + u
+    same = s2 is not None and np.array_equal(np.asarray(s2.counts), counts1)
+    if same:
+        # the counts alone miss a loader that yields other features for the same labels
+        moved = np.max(np.abs(np.asarray(units2, np.float64) - np.asarray(s1.unit_sums, np.float64)),
+                       axis=1)
+        same = bool(np.all(moved <= PASS_TOLERANCE * np.maximum(counts1, 1)))
+    if not same:
         raise ValueError(
             "the two passes saw different data: batches_fn() must return a fresh iterator over the "
-            "same batches on every call"
+            "same batches on every call (an augmenting or reshuffling-to-other-samples loader "
+            "gives other features in the second pass)"
         )
     has_logits = all(with_logits)
     if any(with_logits) and not has_logits:

@@ -566,3 +566,22 @@ def test_complex_features_and_nan_depth_inputs_are_refused():
         metrics.effective_depth(np.array([0.5, np.nan, 0.0]), 0.01)
     with pytest.raises(ValueError, match="eps must be a number"):
         metrics.effective_depth(np.array([0.5, 0.2, 0.0]), float("nan"))
+
+
+def test_streaming_refuses_a_second_pass_with_other_features():
+    """An augmenting loader (same labels and counts, other features) is caught, not averaged
+    into a wrong NC1."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    h = rng.normal(size=(120, 5)) + 3 * np.eye(5)[y]
+    calls = []
+
+    def batches():
+        calls.append(1)
+        noise = rng.normal(size=h.shape) * (2.0 if len(calls) > 1 else 0.0)
+        return iter([(h[:60] + noise[:60], y[:60]), (h[60:] + noise[60:], y[60:])])
+
+    with pytest.raises(ValueError, match="two passes saw different data"):
+        metrics.collapse_report_streaming(batches, 3)
+    same = metrics.collapse_report_streaming(lambda: iter([(h[:60], y[:60]), (h[60:], y[60:])]), 3)
+    np.testing.assert_allclose(same["nc1"], metrics.collapse_report(h, y, 3)["nc1"], rtol=1e-5)
