@@ -90,6 +90,26 @@ def _unique_keys(pairs):
     return dict(pairs)
 
 
+def _read_config(path: str) -> dict:
+    """The JSON object of a --config file; every way the file can be unusable is a ConfigError
+    that names it (a directory, unreadable, not JSON, nested beyond reason, duplicate keys)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a directory; give a SweepConfig JSON file") from None
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path} cannot be read ({e})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config {path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path} is nested too deeply to be a SweepConfig") from None
+
+
 def parse_value(text: str):
     """A `--set` value: JSON (numbers, lists, dicts, true/false, null), a comma list of JSON
     values, with or without brackets (`[last_bn,head]`: unquoted names), else the string itself
@@ -208,8 +228,7 @@ def _overrides(args) -> List[str]:
 
 def _configs(exp: Experiment, args, custom: bool) -> Dict[str, SweepConfig]:
     if custom and getattr(args, "config", None):
-        with open(args.config) as f:
-            configs = {"sweep": SweepConfig.from_dict(json.load(f, object_pairs_hook=_unique_keys))}
+        configs = {"sweep": SweepConfig.from_dict(_read_config(args.config))}
     else:
         configs = exp.configs(args.preset)
     sets = _overrides(args)

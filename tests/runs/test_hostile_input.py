@@ -68,3 +68,16 @@ def test_one_sample_in_a_class_is_refused_not_reported_as_collapse():
     with pytest.raises(ValueError, match=r"class 7 has 1 sample\(s\)"):
         from_arrays(x, y)
     assert from_arrays(x, y, min_per_class=1).num_classes == 4  # a scored-only held-out set
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_text("{not json"), "is not valid JSON"),
+    (lambda p: p.write_text("[" * 100000 + "]" * 100000), "nested too deeply"),
+])
+def test_an_unusable_config_file_is_a_clear_error(tmp_path, capsys, make, match):
+    path = tmp_path / "cfg.json"
+    make(path)
+    assert main(["--config", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and match in err and "Traceback" not in err
