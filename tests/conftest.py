@@ -6,7 +6,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # The tests build many identical tiny programs (each sweep makes fresh closures, so jit's
 # in-memory cache cannot reuse them, and subprocess tests start cold). A persistent compilation
-# cache private to this test session deduplicates those compilations and roughly halves the suite's
+# cache private to one pytest run deduplicates those compilations and roughly halves the suite's
 # wall time; it is inherited by the subprocesses the tests start and by pytest-xdist's workers
 # (`-n auto`), which share it. Numbers are unaffected: a cache hit loads the very executable the
 # compiler would have produced, and an entry read while another worker writes it is an error

@@ -14,7 +14,7 @@ from nc_jax.training._loop import (check_run_arrays, default_record_fn, init_fn,
                                    sets_learning_rate, train_runs)
 from nc_jax.training._optim import (add_group_decayed_weights, decay_mask_fn, lr_factor,
                                     make_optimizer, named_optimizer, set_hyperparams,
-                                    sgd_weight_decay, step_schedule, steps_per_epoch)
+                                    step_schedule, steps_per_epoch)
 from nc_jax.training._preempt import (SIGNALS, Preempted, PreemptionGuard, pending,
                                       raise_if_pending)
 from nc_jax.training._result import RunOptions, SweepResult, SweepState
@@ -32,6 +32,6 @@ __all__ = [
     "make_chunk_fn", "make_optimizer", "make_task", "map_runs", "model_identity",
     "named_optimizer", "param_groups", "pending", "putter", "raise_if_pending",
     "resolve_run_arrays", "run_grid", "run_layout", "set_hyperparams", "sets_learning_rate",
-    "sgd_weight_decay", "step_schedule", "steps_per_epoch", "to_host", "train_epoch",
+    "step_schedule", "steps_per_epoch", "to_host", "train_epoch",
     "train_runs", "train_step",
 ]

@@ -56,24 +56,6 @@ def step_schedule(base_lr, boundaries: Sequence[int], factor: float) -> Callable
     return schedule
 
 
-# mask is a callable: it must be static, or inject_hyperparams would call it as a schedule and
-# the decay would silently vanish.
-@functools.partial(optax.inject_hyperparams,
-                   static_args=("momentum", "mode", "mask", "boundaries", "factor"))
-def sgd_weight_decay(learning_rate, weight_decay, momentum: float = 0.9, mode: str = "coupled",
-                     mask: Optional[Callable] = None, boundaries: Sequence[int] = (),
-                     factor: float = 0.1) -> optax.GradientTransformation:
-    """SGD + momentum + step LR schedule + weight decay (coupled or decoupled)."""
-    lr = step_schedule(learning_rate, boundaries, factor)
-    momentum_tx = optax.trace(decay=momentum) if momentum else optax.identity()
-    decay = optax.add_decayed_weights(weight_decay, mask)
-    if mode == "coupled":
-        return optax.chain(decay, momentum_tx, optax.scale_by_learning_rate(lr))
-    if mode == "decoupled":
-        return optax.chain(momentum_tx, decay, optax.scale_by_learning_rate(lr))
-    raise ValueError(f"weight_decay_mode must be 'coupled' or 'decoupled', got {mode!r}")
-
-
 def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0,
               boundaries: Sequence[int] = (), factor: float = 0.1) -> Callable:
     """count -> the multiplier of the run's learning rate at optimizer step `count`.
@@ -125,6 +107,8 @@ def add_group_decayed_weights(weight_decay, groups: Callable,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+# mask, groups and schedule are callables: they must be static, or inject_hyperparams would call
+# them as schedules and the decay would silently vanish.
 @functools.partial(optax.inject_hyperparams,
                    static_args=("name", "momentum", "mode", "mask", "groups", "schedule", "b1",
                                 "b2", "eps"))
@@ -142,9 +126,11 @@ def named_optimizer(learning_rate, weight_decay, name: str = "sgd", momentum: fl
     scale = optax.scale_by_learning_rate(lr)
     if name == "sgd":
         momentum_tx = optax.trace(decay=momentum) if momentum else optax.identity()
+        if mode == "coupled":
+            return optax.chain(decay, momentum_tx, scale)
         if mode == "decoupled":
             return optax.chain(momentum_tx, decay, scale)
-        return optax.chain(decay, momentum_tx, scale)
+        raise ValueError(f"weight_decay_mode must be 'coupled' or 'decoupled', got {mode!r}")
     adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
     if name == "adam":
         return optax.chain(decay, adam, scale)
@@ -170,24 +156,18 @@ def make_optimizer(cfg: OptimConfig, steps_per_epoch: int,
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     if cfg.decay_groups and groups is None:
         raise ValueError("optim.decay_groups needs the model's parameter groups (groups=...)")
-    if cfg.name != "sgd" or cfg.schedule != "step" or cfg.warmup_epochs or cfg.decay_groups:
-        n_groups = len(cfg.weight_decay_groups)
-        return named_optimizer(
-            learning_rate=cfg.lr,
-            weight_decay=jnp.zeros((n_groups,), jnp.float32) if cfg.decay_groups else 0.0,
-            name=cfg.name, momentum=cfg.momentum, mode=cfg.weight_decay_mode,
-            mask=decay_mask_fn(cfg.decay_mask), groups=groups if cfg.decay_groups else None,
-            schedule=lr_factor(cfg.schedule, cfg.epochs * steps_per_epoch,
-                               cfg.warmup_epochs * steps_per_epoch,
-                               tuple(e * steps_per_epoch for e in cfg.decay_epochs),
-                               cfg.lr_decay_factor),
-            b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-    # the thesis' SGD: the chain every committed result was trained with, kept op for op
-    return sgd_weight_decay(
-        learning_rate=cfg.lr, weight_decay=0.0, momentum=cfg.momentum,
-        mode=cfg.weight_decay_mode, mask=decay_mask_fn(cfg.decay_mask),
-        boundaries=tuple(e * steps_per_epoch for e in cfg.decay_epochs),
-        factor=cfg.lr_decay_factor)
+    n_groups = len(cfg.weight_decay_groups)
+    return named_optimizer(
+        learning_rate=cfg.lr,
+        weight_decay=jnp.zeros((n_groups,), jnp.float32) if cfg.decay_groups else 0.0,
+        name=cfg.name, momentum=cfg.momentum, mode=cfg.weight_decay_mode,
+        mask=decay_mask_fn(cfg.decay_mask), groups=groups if cfg.decay_groups else None,
+        schedule=lr_factor(cfg.schedule, cfg.epochs * steps_per_epoch,
+                           cfg.warmup_epochs * steps_per_epoch,
+                           tuple(e * steps_per_epoch for e in cfg.decay_epochs),
+                           cfg.lr_decay_factor),
+        b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+
 
 
 def set_hyperparams(opt_state, *, learning_rate=None, weight_decay=None):

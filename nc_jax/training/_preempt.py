@@ -18,7 +18,7 @@ import signal
 import threading
 from typing import Optional
 
-#: SIGHUP: a closed terminal or ssh session, which must save like any other stop.
+#: SIGHUP: a closed terminal or a dropped ssh connection, which must save like any other stop.
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

@@ -69,6 +69,13 @@ def model_identity(model: nn.Module, name: Optional[str] = None, *,
     return out
 
 
+def init_variables(model: nn.Module, key: jax.Array, sample_shape: Sequence[int]
+                   ) -> Tuple[Any, Any]:
+    """(params, batch_stats) of a fresh `model` for inputs of per-sample shape `sample_shape`."""
+    variables = model.init(key, jnp.zeros((2, *sample_shape), jnp.float32), train=False)
+    return variables["params"], variables.get("batch_stats", {})
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Task:
     """model + classifier rule + loss + optimizer of one run (the run axis is added by vmap).
@@ -101,8 +108,7 @@ class Task:
 
     def init_variables(self, key: jax.Array, sample_shape: Sequence[int]) -> Tuple[Any, Any]:
         """(params, batch_stats) of a fresh model for inputs of per-sample shape `sample_shape`."""
-        variables = self.model.init(key, jnp.zeros((2, *sample_shape), jnp.float32), train=False)
-        return variables["params"], variables.get("batch_stats", {})
+        return init_variables(self.model, key, sample_shape)
 
     def rngs(self, key: Optional[jax.Array]) -> dict:
         """{stream: key} for the model's train-mode randomness, split from `key` (one per
@@ -214,9 +220,8 @@ def make_task(cfg: SweepConfig, data, *, model: Optional[nn.Module] = None, loss
         tx = make_optimizer(cfg.optim, steps_per_epoch(data.n, cfg.optim.batch_size), groups)
         optimizer, injects_lr = cfg.optim.name, True
     else:
-        shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((2, *data.sample_shape),
-                                                                  jnp.float32), train=False),
-                                jax.random.key(0))["params"]
+        shapes = jax.eval_shape(lambda k: init_variables(model, k, data.sample_shape),
+                                jax.random.key(0))[0]
         optimizer = describe_tx(tx)
         tx, injects_lr = custom_tx(tx, shapes, len(cfg.optim.weight_decay_groups), groups)
     return Task(model=model, tx=tx, loss=loss_fn, num_classes=int(num_classes),
