@@ -10,7 +10,11 @@
   WD among converged runs; we count the violating pairs.
 
 A conjecture is called "supported" when eps* <= 0.05 (a tolerance we choose and report) or, for
-3.2.2, when no pair violates it. Failing on our data is a finding, reported as such.
+3.2.2, when no pair violates it. Failing on our data is a finding, reported as such. The verdict
+of 3.1.1 depends on that tolerance and on which runs count as converged, so `--sensitivity`
+adds its eps* under the filters 100% / >= 99.9% / >= 99% train accuracy and the verdict under the
+tolerances 0.01 / 0.05 / 0.1, and eps* of the seed-mean gap curve with a bootstrap 95% interval
+(seeds resampled with replacement at each WD, `--bootstrap` replicates, NumPy seed 0).
 
     python experiments/conjectures.py --wd experiments/results/fig3_1/paper \
         --depth experiments/results/fig3_3/paper --out experiments/results/conjectures
@@ -31,6 +35,19 @@ import numpy as np
 from nc_jax.runs import load_results
 
 TOLERANCE = 0.05
+#: The convergence filters (train accuracy, BN eval mode, whole training set) and the tolerances of
+#: the sensitivity table.
+FILTERS = (1.0, 0.999, 0.99)
+TOLERANCES = (0.01, 0.05, 0.1)
+
+
+def counts(run: dict, min_accuracy: float = 1.0) -> bool:
+    """Whether a run enters a test: `converged` (exactly 100% train accuracy) at the thesis' rule,
+    else train accuracy >= min_accuracy and not diverged."""
+    if min_accuracy >= 1.0:
+        return bool(run["converged"])
+    acc = run.get("train_accuracy")
+    return acc is not None and acc >= min_accuracy and not run.get("diverged", False)
 
 
 def _spearman(a, b):
@@ -68,13 +85,78 @@ def by_data(dirs) -> dict:
     return out
 
 
-def conjecture_311(runs):
-    """Every network with BN before the last layer (all groups but "none"), per seed: eps* per
-    WD over the converged runs, and the worst of them."""
+def _gap_cells(runs, min_accuracy=1.0):
+    """{(group, seed): [(wd, min intra - max inter)]} of the runs with BN before the last layer
+    that pass the filter."""
     cells = collections.defaultdict(list)
     for r in runs:
-        if r.get("group") != "none" and r["converged"] and r.get("bn", r.get("group")) != "none":
+        if r.get("group") != "none" and counts(r, min_accuracy) and r.get("bn", r.get("group")) != "none":
             cells[(r["group"], r["seed"])].append((r["weight_decay"], r["min_intra"] - r["max_inter"]))
+    return cells
+
+
+def mean_curve_eps(runs, group, min_accuracy=1.0, replicates=2000, seed=0):
+    """eps* of the seed-mean gap curve of `group` (mean over the seeds that pass the filter at each
+    WD) and a bootstrap 95% interval: the seeds of every WD resampled with replacement, eps* of
+    each resampled mean curve, its 2.5% and 97.5% quantiles. Returns (eps*, lo, hi, n_wds)."""
+    by_wd = collections.defaultdict(list)
+    for (g, _), pts in _gap_cells(runs, min_accuracy).items():
+        if g == group:
+            for w, gap in pts:
+                by_wd[w].append(gap)
+    wds = sorted(by_wd)
+    if len(wds) < 2:
+        return None, None, None, len(wds)
+    point = max(eps_star_by_wd([(w, float(np.mean(by_wd[w]))) for w in wds]).values())
+    rng = np.random.default_rng(seed)
+    boot = [max(eps_star_by_wd([(w, float(np.mean(rng.choice(by_wd[w], len(by_wd[w])))))
+                                for w in wds]).values()) for _ in range(replicates)]
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return point, float(lo), float(hi), len(wds)
+
+
+def sensitivity(runs, replicates=2000) -> list:
+    """Conjecture 3.1.1 per group under every filter of FILTERS: worst-seed eps*, the verdict at
+    each tolerance of TOLERANCES, and the mean-curve eps* with its bootstrap interval."""
+    rows = []
+    groups = sorted({g for g, _ in _gap_cells(runs, min(FILTERS))})
+    for g in groups:
+        for f in FILTERS:
+            per_seed = [max(eps_star_by_wd(p).values()) for (gg, _), p in
+                        _gap_cells(runs, f).items() if gg == g]
+            worst = max(per_seed) if per_seed else None
+            point, lo, hi, n = mean_curve_eps(runs, g, f, replicates)
+            rows.append({"group": g, "min_accuracy": f, "runs": sum(
+                len(p) for (gg, _), p in _gap_cells(runs, f).items() if gg == g),
+                "eps_star": worst, "holds": {t: None if worst is None else worst <= t
+                                             for t in TOLERANCES},
+                "mean_curve_eps_star": point, "bootstrap_95": None if lo is None else [lo, hi],
+                "wds": n})
+    return rows
+
+
+def render_sensitivity(data, rows) -> list:
+    lines = ["", f"Conjecture 3.1.1 on {data} data: sensitivity to the convergence filter and the "
+             "tolerance (eps* worst over seeds; the verdict per tolerance; eps* of the seed-mean "
+             "gap curve with its bootstrap 95% interval):", "",
+             "| group | filter | runs | eps* (worst seed) | " +
+             " | ".join(f"tol {t:g}" for t in TOLERANCES) + " | eps* of the mean | 95% interval |",
+             "|---|---|---|---|" + "---|" * len(TOLERANCES) + "---|---|"]
+    for r in rows:
+        e = "—" if r["eps_star"] is None else f"{r['eps_star']:.3f}"
+        v = ["—" if h is None else ("yes" if h else "**no**") for h in r["holds"].values()]
+        m = "—" if r["mean_curve_eps_star"] is None else f"{r['mean_curve_eps_star']:.3f}"
+        ci = "—" if r["bootstrap_95"] is None else "[{:.3f}, {:.3f}]".format(*r["bootstrap_95"])
+        filt = "100%" if r["min_accuracy"] >= 1 else f">= {100 * r['min_accuracy']:g}%"
+        lines.append(f"| {r['group']} | {filt} | {r['runs']} | {e} | " + " | ".join(v) +
+                     f" | {m} | {ci} |")
+    return lines
+
+
+def conjecture_311(runs, min_accuracy=1.0):
+    """Every network with BN before the last layer (all groups but "none"), per seed: eps* per
+    WD over the runs that pass the filter (`counts`), and the worst of them."""
+    cells = _gap_cells(runs, min_accuracy)
     rows, worst_by_group = [], collections.defaultdict(float)
     for (group, seed), pts in sorted(cells.items()):
         by_wd = eps_star_by_wd(pts)
@@ -224,7 +306,15 @@ def main(argv=None) -> int:
     ap.add_argument("--wd", nargs="+", metavar="DIR", help="results dirs of fig3_1_wd_bn.py")
     ap.add_argument("--depth", nargs="+", metavar="DIR", help="results dirs of fig3_3_depth.py")
     ap.add_argument("--out", help="write conjectures.json / conjectures.md here")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="3.1.1 under every convergence filter and tolerance, with bootstrap "
+                         "intervals of the mean curve's eps*")
+    ap.add_argument("--bootstrap", type=int, default=2000, metavar="B",
+                    help="bootstrap replicates (default 2000)")
     args = ap.parse_args(argv)
+    if args.bootstrap < 1:
+        print(f"error: --bootstrap must be >= 1, got {args.bootstrap}", file=sys.stderr)
+        return 2
     if not args.wd and not args.depth:
         print("error: give --wd and/or --depth results directories", file=sys.stderr)
         return 2
@@ -234,10 +324,16 @@ def main(argv=None) -> int:
                             (args.depth, (conjecture_321, conjecture_322))):
             for data, runs in by_data(dirs or ()).items():
                 results += [dict(test(runs), data=data) for test in tests]
+        sens = {data: sensitivity(runs, args.bootstrap)
+                for data, runs in by_data(args.wd or ()).items()} if args.sensitivity else {}
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = render(results)
+    table = "\n".join([render(results)] + [line for data, rows in sens.items()
+                                            for line in render_sensitivity(data, rows)])
+    for c in results:
+        if c["conjecture"] == "3.1.1" and c["data"] in sens:
+            c["sensitivity"] = sens[c["data"]]
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -16,10 +16,7 @@ Same flags as `nc-sweep --experiment images` (--preset, --out, --set field=value
 """
 import sys
 
-from nc_jax.thesis import merge_main
 from nc_jax.cli import experiment_main
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["merge"]:
-        sys.exit(merge_main(sys.argv[2:]))
     sys.exit(experiment_main("images"))

@@ -7,7 +7,9 @@ them), and how many seeds converged (100% train accuracy, BN eval mode).
 A key `layers[i].<name>` reads a per-layer measure of runs analysed with layers (`--layers`), e.g.
 `layers[-1].eval_centered_mean_inter` (the last feature layer, cosines of the class means with
 the global mean removed); `max(layers.<name>)` / `min(layers.<name>)` its extreme over the
-layers, e.g. `max(layers.max_inter)` (Figure 3.3's mid-layer rise).
+layers, e.g. `max(layers.max_inter)` (Figure 3.3's mid-layer rise). `pairs_within(T)` is the
+fraction of class pairs whose cosine is within T of -1/(C-1) (Theorem 2.3.1's 1 - delta, from the
+run's `cosine_matrix`), `pairs_quantile(Q)` the Q-quantile of the pair cosines.
 """
 from __future__ import annotations
 
@@ -18,17 +20,25 @@ import sys
 
 import numpy as np
 
-from nc_jax.analysis import failed
+from nc_jax.analysis import failed, pair_fraction, pair_quantiles
 from nc_jax.runs import load_results
 
 
 _LAYER_KEY = re.compile(r"layers\[(-?\d+)\]\.(\w+)$")
 _OVER_LAYERS = re.compile(r"(max|min)\(layers\.(\w+)\)$")
+_PAIRS = re.compile(r"pairs_(within|quantile)\(([0-9.eE+-]+)\)$")
 
 
 def value(run: dict, key: str):
     """run[key]; for `layers[i].<name>` the measure <name> of layer i; for `max(layers.<name>)`
     / `min(layers.<name>)` its extreme over the layers (None when absent)."""
+    m = _PAIRS.match(key)
+    if m is not None:
+        G = run.get("cosine_matrix")
+        if G is None:
+            return None
+        x = float(m.group(2))
+        return float(pair_fraction(G, x) if m.group(1) == "within" else pair_quantiles(G, [x])[0])
     layers = run.get("layers") or []
     m = _OVER_LAYERS.match(key)
     if m is not None:

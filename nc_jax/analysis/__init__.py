@@ -1,10 +1,11 @@
 """Analysis of trained runs: per-run NC reports (`analyse`, held-out NC too with `test=`;
 reporters evaluated inside the compiled loop with `record_fn`), held-out NC, the theorem's
-quantities (`theory`) and figures."""
+quantities (`theory`), the theorem's class-pair statement (`pair_fraction`) and figures."""
 from nc_jax.analysis import _theory as theory
 from nc_jax.analysis._analyse import analyse
 from nc_jax.analysis._heldout import (heldout_report, heldout_runs, heldout_values,
                                       ncc_train_means_reporter)
+from nc_jax.analysis._pairs import pair_cosines, pair_fraction, pair_quantiles, simplex_cosine
 from nc_jax.analysis._plotting import (BN_STYLE, LAYER_MODES, failed, plot_depth, plot_groups,
                                        plot_layer_modes, plot_theorem, plot_training_curves,
                                        plot_wd_bn, seed_stats)
@@ -17,7 +18,7 @@ from nc_jax.analysis._reporting import (CONVERGED_ACCURACY, DEFAULT_REPORTERS,
 __all__ = [
     "BN_STYLE", "CONVERGED_ACCURACY", "EFFECTIVE_DEPTH_EPS", "LAYER_MODES", "RunView", "analyse",
     "DEFAULT_REPORTERS", "collapse", "cosine_matrix", "failed", "heldout_report", "heldout_runs", "heldout_values", "loss_accuracy",
-    "ncc_train_means_reporter", "per_layer", "plot_depth", "plot_groups", "plot_layer_modes",
+    "ncc_train_means_reporter", "pair_cosines", "pair_fraction", "pair_quantiles", "per_layer", "plot_depth", "plot_groups", "plot_layer_modes",
     "plot_theorem", "plot_training_curves", "plot_wd_bn", "prop221", "py", "record_fn",
-    "run_report", "seed_stats", "sweep_reports", "theorem_bounds", "theory", "theory_quantities",
+    "run_report", "seed_stats", "simplex_cosine", "sweep_reports", "theorem_bounds", "theory", "theory_quantities",
 ]

@@ -378,5 +378,9 @@ def _finish(args, exp: Experiment, configs, out: Optional[str], runs: List[dict]
 
 def experiment_main(name: str, argv=None) -> int:
     """The command line of one registered experiment (what `experiments/<script>.py` calls):
-    `main` with the experiment fixed, so every script takes the same flags."""
+    `main` with the experiment fixed, so every script takes the same flags; `merge PART ...`
+    joins the results of presets split by group (`nc_jax.thesis.merge_results`)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["merge"]:
+        return nc_jax.thesis.merge_main(args[1:], experiment=name)
     return main(argv, experiment=name)

@@ -10,8 +10,9 @@
 
 Project code, kept apart from the library: nothing in `nc_jax` but the CLI imports it.
 """
-from nc_jax.thesis import _catalog, _images  # noqa: F401  (importing registers the experiments)
+from nc_jax.thesis import _catalog, _images, _product_law  # noqa: F401  (importing registers the experiments)
 from nc_jax.thesis._catalog import DATA_COMPLEXITY_WD, bn_grid
-from nc_jax.thesis._images import merge_main, merge_results, plot_images
+from nc_jax.thesis._images import plot_images
+from nc_jax.thesis._merge import merge_main, merge_results
 
 __all__ = ["DATA_COMPLEXITY_WD", "bn_grid", "merge_main", "merge_results", "plot_images"]

@@ -269,3 +269,45 @@ def test_conjectures_worst_eps_star_per_wd_and_data_set():
     table = "\n".join(conj.render_by_wd(results))
     assert "| 3.1.1 | teacher | affine | 0.000 (2) | 0.000 (2) | 0.174 (1) |" in table
     assert "| 3.1.1 | conic | plain | 0.000 (1) | 0.043 (1) | — |" in table
+
+
+def test_merge_joins_groups_of_any_experiment(fig31, tmp_path):
+    """`<script>.py merge`: per-group parts of fig3_1 joined into one document and figure."""
+    from nc_jax.config import SweepConfig
+    from nc_jax.runs import load_results, write_results
+    doc = load_results(fig31[0])
+    parts = []
+    for g in ("affine", "plain"):
+        p = str(tmp_path / g)
+        write_results(p, "fig3_1", f"smoke-{g}", {g: SweepConfig.from_dict(doc["configs"][g])},
+                      [r for r in doc["runs"] if r["group"] == g],
+                      {"data": doc.get("data"), "wall_time_s": 1.0})
+        parts.append(p)
+    out = str(tmp_path / "merged")
+    assert experiment_main("fig3_1", ["merge", "--preset", "smoke-5", "--out", out, *parts]) == 0
+    m = load_results(out)
+    assert m["experiment"] == "fig3_1" and m["preset"] == "smoke-5" and m["wall_time_s"] == 2.0
+    assert [r["group"] for r in m["runs"]] == [r["group"] for r in doc["runs"]
+                                              if r["group"] != "none"]
+    assert os.path.exists(os.path.join(out, "fig3_1.png"))
+    # a part of another experiment is refused by name
+    assert experiment_main("fig3_3", ["merge", "--out", str(tmp_path / "x"), *parts]) == 2
+
+
+def test_conjecture_311_sensitivity_by_hand():
+    conj = _load("conjectures")
+    # seed 0 drops 0.2 from 1e-3 to 1e-2 but misses 1% of the samples there; seed 1 rises
+    runs = _run([(1e-4, 0.5), (1e-3, 0.7)], seed=0) + _run([(1e-4, 0.5), (1e-3, 0.8)], seed=1)
+    runs += [dict(r, converged=False, train_accuracy=0.995) for r in
+             _run([(1e-2, 0.5)], seed=0)] + _run([(1e-2, 0.9)], seed=1)
+    for r in runs:
+        r.setdefault("train_accuracy", 1.0)
+    rows = {r["min_accuracy"]: r for r in conj.sensitivity(runs, replicates=200)}
+    assert rows[1.0]["eps_star"] == 0.0 and rows[0.999]["eps_star"] == 0.0
+    assert rows[0.99]["eps_star"] == pytest.approx(0.2 / math.log(10))
+    assert rows[0.99]["holds"] == {0.01: False, 0.05: False, 0.1: True}  # 0.087
+    # the mean curve at >= 99%: 0.5, 0.75, 0.7 -> drop 0.05 over one decade
+    assert rows[0.99]["mean_curve_eps_star"] == pytest.approx(0.05 / math.log(10))
+    lo, hi = rows[0.99]["bootstrap_95"]
+    assert 0.0 <= lo <= rows[0.99]["mean_curve_eps_star"] <= hi
+    assert conj.sensitivity(runs, replicates=200) == conj.sensitivity(runs, replicates=200)
