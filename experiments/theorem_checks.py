@@ -60,6 +60,19 @@ def summarize(runs, num_classes=10):
                     max(r["thm_bound_intra"] for r in real) if kind == "intra"
                     else min(r["thm_bound_inter"] for r in real))
     conv = [r for r in live if r["converged"]]
+    by_bn = {}
+    for r in conv:
+        by_bn.setdefault(r.get("bn", "affine"), []).append(r)
+    # sum_{c != c'} <u_c, u_c'> = ||sum_c u_c||^2 - sum_c intra_c, so mean_inter + mean_intra /
+    # (C - 1) = ||sum_c u_c||^2 / (C (C - 1)) >= 0, ~ 0 for BN features: mean_inter then
+    # restates the intra-class cosines and says nothing of the class pairs
+    out["max_mean_inter_plus_mean_intra_over_c-1_by_bn"] = {
+        bn: float(max(r["mean_inter"] + r["mean_intra"] / (num_classes - 1) for r in rs))
+        for bn, rs in sorted(by_bn.items())}
+    # pooled over BN variants the correlation can hide opposite signs within them
+    out["spearman_1-min_intra_vs_rate_by_bn"] = {
+        bn: _spearman([r["rate"] for r in rs], [1 - r["min_intra"] for r in rs])
+        for bn, rs in sorted(by_bn.items()) if len(rs) >= 3}
     if len(conv) >= 3:
         one_minus = [1 - r["min_intra"] for r in conv]
         inter = [r["max_inter"] + 1 / (num_classes - 1) for r in conv]
@@ -90,7 +103,10 @@ def main(argv=None) -> int:
     report["all"] = summarize(all_runs)
     for tag, s in report.items():
         print(f"{tag}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in s.items()))
+                                     for k, v in s.items() if not isinstance(v, dict)))
+        for k, v in s.items():
+            if isinstance(v, dict) and v:
+                print(f"  {k}: " + ", ".join(f"{g}={x:.3f}" for g, x in v.items() if x is not None))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "theorem.json"), "w") as f:

@@ -25,8 +25,8 @@ BN_VARIANTS = ("affine", "plain", "none")
 def torch_linear_init():
     """PyTorch nn.Linear's default init: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-    The thesis trained PyTorch models; matching the initialization keeps the starting scale of
-    features (and so the path to collapse) comparable. kaiming_uniform(a=sqrt(5)) equals
+    The thesis names no framework; this is our choice (the default of most NC code), and it fixes
+    the starting scale of the features, so the path to collapse is comparable across our runs. kaiming_uniform(a=sqrt(5)) equals
     variance_scaling(1/3, fan_in, uniform).
     """
     kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")

@@ -135,8 +135,8 @@ def test_conjectures_per_data_set_and_peak_of_min_intra(tmp_path):
         json.dump({"experiment": "fig3_3", "preset": "x", "runs": [r]},
                   open(tmp_path / str(i) / "results.json", "w"))
     by = conj.by_data([str(tmp_path / "0"), str(tmp_path / "1")])
-    assert list(by) == ["teacher", "conic"]
-    t, c = (conj.conjecture_321(by[k])["per_run"][0] for k in ("teacher", "conic"))
+    assert list(by) == ["teacher (x)", "conic (x)"]
+    t, c = (conj.conjecture_321(by[k])["per_run"][0] for k in ("teacher (x)", "conic (x)"))
     assert (t["peak_min_intra"], t["peak_layer"], t["last_min_intra"]) == (0.9, 2, 0.7)
     assert t["eps_star"] == pytest.approx(0.2) and c["eps_star"] == 0.0
     assert c["peak_layer"] == 3
