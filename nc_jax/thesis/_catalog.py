@@ -221,6 +221,13 @@ register_experiment(Experiment(
                                                                 for i in range(1, k + 1))),
             weight_decays=(3e-3, 5e-3, 7e-3, 1e-2), seeds=(0, 1, 2), record_every=10,
             checkpoint_every=10) for k in (1, 2, 3)},
+        # The theorem's own network where its bound can bite (small alpha beta): WD up to 5e-2,
+        # the 3-decay schedule and twice the training (600 epochs), 15 runs.
+        "paper-peeled-large": lambda: {"peeled": SweepConfig(
+            model=ModelConfig(depth=6, width=256, name="mlp_peeled"),
+            optim=OptimConfig(epochs=600, lr_decay_epochs=(150, 300, 450)),
+            data=DataConfig(n=10000), weight_decays=(3e-3, 7e-3, 1e-2, 2e-2, 5e-2),
+            seeds=(0, 1, 2), record_every=10, checkpoint_every=10)},
         # Verdicts that survive a referee: 5 seeds per WD under the schedule that fits every
         # sample (3 decays, `paper-decays`), one preset per data set and BN variant so that each
         # trains within an hour here; `merge` joins a data set's two parts.
