@@ -250,3 +250,43 @@ def plot_layer_modes(runs: List[dict], path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     _save(fig, path)
+
+
+def plot_pairs(runs: List[dict], path: str, num_classes: int = 10, tol: float = 0.05,
+               title: str = "") -> None:
+    """Theorem 2.3.1's class-pair statement per group and weight decay, from each run's
+    `cosine_matrix`: left, the 10% / 50% / 90% quantiles of the C(C-1)/2 inter-class cosines
+    (pooled over the seeds that did not fail; the band spans 10-90%) against -1/(C-1); right,
+    the fraction of pairs within `tol` of -1/(C-1) (mean +- std over seeds)."""
+    from nc_jax.analysis._pairs import pair_cosines, pair_fraction
+    cells = collections.defaultdict(list)
+    for r in runs:
+        if r.get("cosine_matrix") is not None and not failed(r, num_classes):
+            cells[(r["group"], r["weight_decay"])].append(np.asarray(r["cosine_matrix"]))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    groups = [g for g in BN_STYLE if any(k[0] == g for k in cells)]
+    groups += sorted({k[0] for k in cells} - set(groups))
+    for i, g in enumerate(groups):
+        color, label = BN_STYLE.get(g, (f"C{3 + i}", g))
+        keys = sorted(k for k in cells if k[0] == g)
+        x = np.array([k[1] for k in keys])
+        q = np.array([np.quantile(pair_cosines(np.stack(cells[k])).ravel(), [0.1, 0.5, 0.9])
+                      for k in keys])
+        ax.plot(x, q[:, 1], "o-", color=color, label=f"{label}: median pair")
+        ax.fill_between(x, q[:, 0], q[:, 2], color=color, alpha=0.2)
+        f = [pair_fraction(np.stack(cells[k]), tol) for k in keys]
+        bx.errorbar(x, [np.mean(v) for v in f], yerr=[np.std(v) for v in f], fmt="o-",
+                    color=color, capsize=3, label=label)
+    ax.axhline(-1.0 / (num_classes - 1), color="gray", lw=0.8, ls=":",
+               label=f"-1/(C-1) = {-1 / (num_classes - 1):.3f}")
+    ax.set_ylabel("inter-class cosine over class pairs\n(median; band 10-90%)")
+    bx.set_ylabel(f"fraction of pairs within {tol:g} of -1/(C-1)")
+    bx.set_ylim(-0.02, 1.02)
+    for a in (ax, bx):
+        if cells:
+            _weight_decay_axis(a, [k[1] for k in cells])
+        a.set_xlabel("weight decay")
+        a.legend(fontsize=7)
+    fig.suptitle(title or "Theorem 2.3.1's class pairs (seeds pooled; failed runs omitted)",
+                 fontsize=10)
+    _save(fig, path)

@@ -19,7 +19,7 @@ import os
 from nc_jax.models import BN_VARIANTS
 from nc_jax.config import THESIS_WEIGHT_DECAYS, DataConfig, ModelConfig, OptimConfig, SweepConfig
 from nc_jax.runs import Experiment, register_experiment
-from nc_jax.analysis import (plot_depth, plot_groups, plot_layer_modes, plot_theorem,
+from nc_jax.analysis import (plot_depth, plot_groups, plot_layer_modes, plot_pairs, plot_theorem,
                              plot_training_curves, plot_wd_bn)
 
 
@@ -176,6 +176,9 @@ def _plot_fig3_1(doc, out_dir):
     plot_training_curves(runs, os.path.join(out_dir, "training_curves.png"),
                          group=_curve_group(runs))
     plot_theorem(runs, os.path.join(out_dir, "theorem.png"), num_classes=c)
+    if any(r.get("cosine_matrix") is not None for r in runs):
+        plot_pairs(runs, os.path.join(out_dir, "pairs.png"), num_classes=c,
+                   title=f"Figure 3.1 ({doc['preset']}): Theorem 2.3.1's class pairs")
 
 
 register_experiment(Experiment(

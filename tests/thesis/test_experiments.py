@@ -289,7 +289,8 @@ def test_merge_joins_groups_of_any_experiment(fig31, tmp_path):
     assert m["experiment"] == "fig3_1" and m["preset"] == "smoke-5" and m["wall_time_s"] == 2.0
     assert [r["group"] for r in m["runs"]] == [r["group"] for r in doc["runs"]
                                               if r["group"] != "none"]
-    assert os.path.exists(os.path.join(out, "fig3_1.png"))
+    # runs with a cosine_matrix also get the class-pair figure
+    assert all(os.path.exists(os.path.join(out, f)) for f in ("fig3_1.png", "pairs.png"))
     # a part of another experiment is refused by name
     assert experiment_main("fig3_3", ["merge", "--out", str(tmp_path / "x"), *parts]) == 2
 
