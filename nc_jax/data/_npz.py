@@ -81,10 +81,10 @@ def check_npz_size(path: str, max_bytes: Optional[int] = None) -> int:
     total, parts = 0, []
     with zipfile.ZipFile(path) as zf:
         for name in ("x", "y"):
-            try:
-                info = zf.getinfo(f"{name}.npy")
-            except KeyError:
+            members = [i for i in zf.infolist() if i.filename in (f"{name}.npy", name)]
+            if not members:
                 continue
+            info = members[0]
             try:
                 shape, dtype, head = _header(zf, info)
             except Exception:  # noqa: BLE001  (np.load names the problem)
