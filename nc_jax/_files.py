@@ -4,6 +4,7 @@ writer at a time is `nc_jax.runs`)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -28,6 +29,34 @@ class OutDirError(RuntimeError):
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be used: unreadable, corrupt, truncated, of another format, of
     another run (`CheckpointMismatchError`) or of other software (`CheckpointVersionError`)."""
+
+
+#: errno values of a write that cannot succeed until the machine has more room: what happened
+DISK_FULL = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file-size limit was reached (ulimit -f, or the largest file the file "
+                 "system allows)",
+}
+
+
+class ResourceError(RuntimeError):
+    """Writing `path` failed for want of a resource of the machine: disk space or quota, the
+    file-size limit (OSError ENOSPC / EDQUOT / EFBIG) or memory (MemoryError). The file at `path`
+    is unchanged (writes are atomic) and the temp file is removed; `what` says what ran out."""
+
+    def __init__(self, what: str, path):
+        self.what, self.path = what, os.fspath(path)
+        super().__init__(f"{what} while writing {self.path}")
+
+
+def resource_fault(exc: BaseException) -> Optional[str]:
+    """What ran out, if `exc` is a lack of disk space, quota, file size or memory; else None."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return DISK_FULL[exc.errno]
+    return None
 
 
 def host_name() -> str:
@@ -74,22 +103,29 @@ def _fsync_dir(directory: str) -> None:
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` so that readers (and a crash) see the old or the new file, never a
     partial one: temp file in the same directory (same file system, so the rename is atomic),
-    flush + fsync, `os.replace`, fsync of the directory. The parent directory must exist."""
+    flush + fsync, `os.replace`, fsync of the directory. The parent directory must exist. A full
+    disk, quota or file-size limit, or a lack of memory, is a `ResourceError` naming `path`
+    (the old file intact, the temp file removed)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    # the writer's host and pid in the name let a later run prove the file orphaned
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{host_name()}-{os.getpid()}.",
-                               suffix=_TMP_SUFFIX, dir=directory)
+    tmp = None
     try:
+        # the writer's host and pid in the name let a later run prove the file orphaned
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{host_name()}-"
+                                          f"{os.getpid()}.", suffix=_TMP_SUFFIX, dir=directory)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        what = resource_fault(e)
+        if what is not None:
+            raise ResourceError(what, path) from e
         raise
     _fsync_dir(directory)
 

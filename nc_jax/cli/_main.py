@@ -19,7 +19,9 @@ and exit with status 2, never a traceback.
 The output directory is locked for the whole run (`nc_jax.runs.OutDirLock`: a second run on it is refused at
 once, naming the holder; the lock also proves the directory writable before any training).
 SIGTERM / SIGINT stop training after the current compiled chunk, save a checkpoint there, print
-how to resume and exit with 143 / 130 (`nc_jax.training.PreemptionGuard`). An unfinished checkpoint written by
+how to resume and exit with 143 / 130 (`nc_jax.training.PreemptionGuard`). A full disk, a
+file-size limit or a lack of memory prints `error: ...`, what is saved and how to resume, and
+exits with 75 (`nc_jax.cli._faults`). An unfinished checkpoint written by
 other software is only continued with --allow-version-change (`nc_jax.runs.software`).
 """
 from __future__ import annotations
@@ -39,7 +41,9 @@ from typing import Dict, List, Optional
 import jax
 
 import nc_jax.thesis  # noqa: F401  (registers the thesis' experiments)
+from nc_jax._files import ResourceError, resource_fault
 from nc_jax.cli._custom import CUSTOM, CUSTOM_FIGURES
+from nc_jax.cli._faults import ignore_sigxfsz, report_resource
 from nc_jax.cli._outdir import own_results, report_preemption, resume_notes
 from nc_jax.config import PRESETS, ConfigError, SweepConfig
 from nc_jax.runs import (CHECKPOINT_NAME, RESULT_FILES, CheckpointError, Experiment, OutDirError,
@@ -267,6 +271,7 @@ def main(argv=None, experiment: Optional[str] = None) -> int:
     if custom and args.out is None and (args.overwrite or args.checkpoint_every is not None
                                         or args.reanalyse or args.plot_only):
         ap.error("--overwrite, --checkpoint-every, --reanalyse and --plot-only need --out DIR")
+    ignore_sigxfsz()
     try:
         import_modules(args.imports)
         with contextlib.ExitStack() as stack:
@@ -279,6 +284,11 @@ def main(argv=None, experiment: Optional[str] = None) -> int:
     except ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (ResourceError, MemoryError, OSError) as e:  # before training: nothing to resume
+        # (the last clause: any other OSError propagates as before)
+        if not isinstance(e, ResourceError) and resource_fault(e) is None:
+            raise
+        return report_resource(e, None, None, _command(argv, experiment, for_resume=True))
 
 
 def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, command: str,
@@ -345,6 +355,10 @@ def _run(args, name: Optional[str], custom: bool, stack: contextlib.ExitStack, c
     except Preempted as p:
         report_preemption(p, out, ckpts, resume_command)
         return p.exit_code
+    except (ResourceError, MemoryError, OSError) as e:  # a full disk, a file-size limit, ...
+        if not isinstance(e, ResourceError) and resource_fault(e) is None:
+            raise
+        return report_resource(e, out, ckpts, resume_command)
     if guard.signum is not None and is_main_process():
         print(f"({signal.Signals(guard.signum).name} arrived after training: the results above "
               f"are complete)", file=sys.stderr)

@@ -71,28 +71,37 @@ def resume_notes(out: str, found: List[str], ckpts: Dict[str, SweepConfig], allo
         print(f"resuming from {path} (epoch {epoch} of {total})", file=sys.stderr)
 
 
+def saved_checkpoints(out: str, ckpts: Dict[str, SweepConfig]) -> List[str]:
+    """One line per checkpoint present in `out`: its path and epoch (or why it is unreadable)."""
+    saved = []
+    for c, cfg in ckpts.items():
+        path = os.path.join(out, c)
+        try:
+            ep = checkpoint_epoch(path)
+        except CheckpointError as e:
+            saved.append(f"  {path}: unreadable ({e})")
+            continue
+        if ep is not None:
+            saved.append(f"  {path}: epoch {ep} of {cfg.optim.epochs}")
+    return saved
+
+
+def how_to_resume(out: Optional[str], ckpts: Dict[str, SweepConfig], command: str,
+                  none_yet: str = "stopped before the first chunk ended") -> List[str]:
+    """What a stopped run left to resume from, and the command that does it."""
+    if out is None:
+        return ["Nothing was saved: without --out a sweep keeps no checkpoint (pass --out DIR to "
+                "make it resumable)."]
+    saved = saved_checkpoints(out, ckpts)
+    if saved:
+        return ["Checkpoints saved:"] + saved + [f"Resume with the same command: {command}"]
+    return [f"No checkpoint was written yet ({none_yet}); the same command starts afresh: "
+            f"{command}"]
+
+
 def report_preemption(p: Preempted, out: Optional[str], ckpts: Dict[str, SweepConfig],
                        command: str) -> None:
     if not is_main_process():
         return
     lines = [f"interrupted by {p.signal_name}: stopped after the last complete compiled chunk."]
-    if out is None:
-        lines.append("Nothing was saved: without --out a sweep keeps no checkpoint (pass --out "
-                     "DIR to make it resumable).")
-    else:
-        saved = []
-        for c, cfg in ckpts.items():
-            path = os.path.join(out, c)
-            try:
-                ep = checkpoint_epoch(path)
-            except CheckpointError as e:
-                saved.append(f"  {path}: unreadable ({e})")
-                continue
-            if ep is not None:
-                saved.append(f"  {path}: epoch {ep} of {cfg.optim.epochs}")
-        if saved:
-            lines += ["Checkpoints saved:"] + saved + [f"Resume with the same command: {command}"]
-        else:
-            lines.append(f"No checkpoint was written yet (stopped before the first chunk ended); "
-                         f"the same command starts afresh: {command}")
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(lines + how_to_resume(out, ckpts, command)), file=sys.stderr)

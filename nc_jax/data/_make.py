@@ -6,8 +6,9 @@ import jax
 import numpy as np
 
 from nc_jax.config import MIN_TRAIN_PER_CLASS, DataConfig
-from nc_jax.data._datasets import (HELDOUT_STREAM, Dataset, conic_hull_dataset, load_npz, mnist5k,
+from nc_jax.data._datasets import (HELDOUT_STREAM, Dataset, conic_hull_dataset, mnist5k,
                                    teacher_dataset)
+from nc_jax.data._npz import load_npz
 
 
 def split_heldout(data: Dataset, test_size: int, seed: int) -> Dataset:
@@ -66,7 +67,12 @@ def _make_full(cfg: DataConfig) -> Dataset:
     if cfg.kind == "conic":
         return conic_hull_dataset(key, cfg.n, cfg.dim, cfg.num_classes)
     if cfg.kind == "npz":
-        return load_npz(cfg.path, standardize=cfg.standardize)
+        # data.num_classes is the one source of truth: the labels must be 0..C-1, all present
+        return load_npz(cfg.path, standardize=cfg.standardize, num_classes=cfg.num_classes)
     if cfg.kind == "mnist":
-        return mnist5k(standardize=cfg.standardize)
+        data = mnist5k(standardize=cfg.standardize)
+        if data.num_classes != cfg.num_classes:
+            raise ValueError(f"MNIST-5k has {data.num_classes} classes but data.num_classes is "
+                             f"{cfg.num_classes}; set data.num_classes={data.num_classes}")
+        return data
     raise ValueError(f"unknown data kind {cfg.kind!r}")

@@ -21,9 +21,17 @@ arrays or committed JAX arrays) and raises ``ValueError`` naming the problem: sh
 labels outside ``[0, C)`` or not integer, a class with no sample (the class is named), ``C < 2``,
 non-finite features / weights / logits, and a wrong ``W`` or ``logits`` shape. The same functions
 may be called inside ``jax.jit``, ``jax.vmap`` (e.g. over a leading run axis) or ``lax.scan``;
-there the inputs are tracers, the checks cannot run and **inputs are trusted**: an out-of-range
-label then silently contributes to no class, and an empty class yields meaningless (but finite)
-numbers. ``num_classes`` is checked in all cases because it is static.
+there the inputs are tracers, the checks cannot run and **inputs are trusted**. What bad input
+then gives (measured with :func:`collapse_report` under ``jit``): a class with no sample gives
+finite but meaningless numbers (``min_intra = 0`` from the empty class; its row of
+:func:`class_means` is arbitrary); a label ``>= C`` makes ``nc1`` NaN while the other keys stay
+finite, the row counting for no class; a negative label is dropped silently (every key finite);
+NaN / inf features make most keys NaN, but ``cdnv`` (0), ``ncc_accuracy`` and ``nc4`` come back as
+finite numbers. :func:`checked` runs the checks inside the transformation instead
+(``jax.experimental.checkify``): ``err, out = jax.jit(checked(nc1), static_argnums=2)(h, y, C)``
+then ``err.throw()`` raises a ``ValueError`` naming the label, the empty class or the count of
+non-finite values (under ``vmap``, ``err.get()`` also names the failing example).
+``num_classes`` is checked in all cases because it is static.
 
 Nothing here forms a ``d x d`` matrix; the cost is ``O(N d C)`` time and ``O(N d + C d)`` memory
 (``O(C d)`` for :func:`collapse_report_streaming`), so ``d = 4096`` is cheap.
@@ -82,6 +90,7 @@ from nc_jax.metrics._checks import (
     prepare,
 )
 from nc_jax.metrics._streaming import collapse_report_streaming
+from nc_jax.metrics._checked import checked
 
 __all__ = [
     "ncc_predict_centers",
@@ -101,6 +110,7 @@ __all__ = [
     "REPORT_KEYS",
     "WEIGHT_KEYS",
     "LOGIT_KEYS",
+    "checked",
 ]
 
 #: Keys of :func:`collapse_report` that need only ``(h, y)``.

@@ -15,7 +15,7 @@ from nc_jax.runs._experiment import (EXPERIMENTS, Experiment, check_reanalysable
                                      data_summary, get_experiment, register_experiment, run_experiment,
                                      run_group)
 from nc_jax._files import (CHECKPOINT_NAME, RESULT_FILES, RUN_ARTIFACTS, CheckpointError,
-                                OutDirError, atomic_write_bytes, atomic_write_json,
+                                OutDirError, ResourceError, atomic_write_bytes, atomic_write_json,
                                 atomic_write_text, host_name, pid_alive)
 from nc_jax.runs._identity import (NON_RESULT_FIELDS, CheckpointMismatchError,
                                    CheckpointVersionError, check_config, check_software,
@@ -31,7 +31,8 @@ __all__ = [
     "CHECKPOINT_NAME", "COMPARED", "CURVES_COLUMNS", "CheckpointError", "CheckpointHook",
     "CheckpointMismatchError", "CheckpointVersionError", "EXPERIMENTS", "Experiment", "FORMAT",
     "FORMAT_VERSION", "LAYERS_COLUMNS", "LOCK_NAME", "NON_RESULT_FIELDS", "OutDirBusyError",
-    "OutDirError", "OutDirLock", "RESULT_FILES", "RUN_ARTIFACTS", "atomic_write_bytes",
+    "OutDirError", "OutDirLock", "RESULT_FILES", "ResourceError", "RUN_ARTIFACTS",
+    "atomic_write_bytes",
     "atomic_write_json", "atomic_write_text", "check_config",
     "check_reanalysable", "check_software", "checkpoint_epoch", "checkpoint_name",
     "config_differences", "data_fingerprint", "data_summary", "default_cache_dir", "describe",

@@ -31,7 +31,7 @@ from nc_jax.training import _preempt as preempt
 from nc_jax.config import ConfigError, SweepConfig
 from nc_jax.data._datasets import Dataset
 from nc_jax.training._distributed import is_key as _is_key, is_main_process
-from nc_jax._files import CheckpointError, atomic_write_bytes
+from nc_jax._files import CheckpointError, ResourceError, atomic_write_bytes
 from nc_jax.runs._identity import check_config, check_software, run_identity, upgrade_identity
 from nc_jax.runs._provenance import software
 from nc_jax.training import (ChunkEvent, RunOptions, SweepResult, SweepState, init_states,
@@ -71,6 +71,8 @@ def save_checkpoint(path, snapshot: SweepState, config_dict: dict, *,
     `load_checkpoint` compares against. The header records this process' software
     (`nc_jax.runs.software`) and, in `software_history`, every distinct software that
     trained part of the run (a resume allowed across versions appends to it).
+    A full disk, the file-size limit or a lack of memory is a `ResourceError`; the previous
+    checkpoint at `path`, if any, is then intact.
     """
     leaves = jax.tree_util.tree_flatten_with_path(snapshot.states)[0]
     arrays: Dict[str, np.ndarray] = {}
@@ -98,8 +100,13 @@ def save_checkpoint(path, snapshot: SweepState, config_dict: dict, *,
     payload = {**arrays, _META: np.asarray(meta_json),
                _CHECKSUM: np.asarray(_digest(meta_json, arrays))}
     buf = io.BytesIO()
-    np.savez(buf, **payload)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        np.savez(buf, **payload)
+        data = buf.getvalue()
+    except MemoryError:
+        # the archive is built in memory before the atomic write: the file on disk is untouched
+        raise ResourceError("out of memory", path) from None
+    atomic_write_bytes(path, data)
 
 
 def _history(previous: Optional[list]) -> list:

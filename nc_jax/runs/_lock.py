@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Dict, Optional
 
-from nc_jax._files import OutDirError, host_name, pid_alive
+from nc_jax._files import OutDirError, ResourceError, host_name, pid_alive, resource_fault
 
 LOCK_NAME = ".nc-jax.lock"
 
@@ -42,6 +42,31 @@ def _describe(holder: dict) -> str:
     since = f", since {holder['started']}" if holder.get("started") else ""
     cmd = f", command: {holder['command']}" if holder.get("command") else ""
     return f"pid {holder['pid']} on host {holder.get('host', '?')}{since}{cmd}"
+
+
+#: Bytes a run's files may add to its directory's path: the longest name it writes is an atomic
+#: write's temp file, `.checkpoint_<group>.npz.<host, 40>-<pid>.<8 random>.tmp`.
+NAME_ROOM = 128
+
+
+def _too_long(path: str, why: str) -> str:
+    shown = path if len(path) <= 160 else f"{path[:80]}...{path[-60:]}"
+    return (f"output directory {shown} ({len(os.fsencode(path))} bytes) cannot be used: {why} "
+            f"(ENAMETOOLONG); nothing was run: choose a shorter --out")
+
+
+def _check_path_room(path: str) -> None:
+    """Every file the run writes must fit the system's path limit: found out before training,
+    not when the first checkpoint is written (the temp files are written by absolute path)."""
+    full = os.fsencode(os.path.abspath(path))
+    try:
+        limit = os.pathconf(path, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        limit = 4096
+    if len(full) + 1 + NAME_ROOM >= limit:
+        raise OutDirError(_too_long(path, f"the files written in it need up to {NAME_ROOM} "
+                                          f"bytes more than its absolute path, and the system "
+                                          f"limits a path to {limit} bytes"))
 
 
 def _read_holder(fd: int) -> dict:
@@ -81,8 +106,12 @@ class OutDirLock:
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                raise OutDirError(_too_long(self.path, "a name in it is longer than the file "
+                                                       "system allows (usually 255 bytes)")) from e
             raise OutDirError(f"cannot create output directory {self.path} ({e.strerror or e}); "
                               f"nothing was run: choose a writable --out") from e
+        _check_path_room(self.path)
         self._key = os.path.realpath(self.path)
         held = _HELD.get(self._key)
         if held is not None:
@@ -93,8 +122,16 @@ class OutDirLock:
         info = {"pid": os.getpid(), "host": host_name(), "command": self.command,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         data = json.dumps(info).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except OSError as e:
+            os.close(fd)
+            what = resource_fault(e)
+            if what is not None:
+                raise ResourceError(what, self.file) from e
+            raise OutDirError(f"cannot write the lock file {self.file} ({e.strerror or e}); "
+                              f"nothing was run") from e
         _HELD[self._key] = [fd, 1]
         self._fd = fd
         return self

@@ -135,3 +135,115 @@ def test_values_beyond_float32_are_an_error_without_standardize():
     with pytest.raises(ValueError, match="must hold real numbers, got dtype complex128"):
         from_arrays(np.ones((4, 2), complex), y)
     assert from_arrays(np.full((4, 2), 1e39), y, standardize=True).x.max() == 0  # constant
+
+
+# ---- num_classes as the one source of truth --------------------------------------------------
+
+def test_num_classes_keeps_the_labels_and_refuses_any_mismatch(tmp_path):
+    x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    y = np.concatenate([np.repeat(np.arange(4), 10), [100] * 10])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    # without num_classes the five distinct labels become five classes (what a config with 4
+    # classes would have trained silently)
+    assert load_npz(str(tmp_path / "d.npz")).num_classes == 5
+    with pytest.raises(ValueError, match=r"labels outside \[0, 4\) with num_classes=4: found "
+                                         r"\[100\] \(5 distinct labels\).*relabel y as 0\.\.4 .*"
+                                         r"data\.num_classes=5"):
+        load_npz(str(tmp_path / "d.npz"), num_classes=4)
+    # a class that never occurs: named, with the count to set
+    with pytest.raises(ValueError, match=r"num_classes=10 but class\(es\) \[3, 4, 5, 6, 7, 8, "
+                                         r"9\] have no sample.*set num_classes=3 "
+                                         r"\(data\.num_classes=3"):
+        from_arrays(x[:30], np.repeat(np.arange(3), 10), num_classes=10)
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no sample.*relabel y as 0\.\.1"):
+        from_arrays(x[:20], np.repeat([0, 2], 10), num_classes=3)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        from_arrays(x, y, num_classes=1)
+    # matching labels are kept as they are (float labels that are integers included)
+    y_ok = np.tile(np.arange(5), 10)
+    d = from_arrays(x, y_ok.astype(np.float64), num_classes=5)
+    assert d.num_classes == 5 and d.y.dtype == np.int32
+    np.testing.assert_array_equal(d.y, y_ok)
+
+
+def test_make_dataset_takes_num_classes_from_the_config(tmp_path):
+    from nc_jax.config import DataConfig
+    from nc_jax.data import make_dataset
+    x = np.random.default_rng(1).normal(size=(30, 2)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(30) % 3)
+    with pytest.raises(ValueError, match=r"set num_classes=3 \(data\.num_classes=3; --set "
+                                         r"data\.num_classes=3\)"):
+        make_dataset(DataConfig(kind="npz", path=str(tmp_path / "d.npz")))  # default C = 10
+    d = make_dataset(DataConfig(kind="npz", path=str(tmp_path / "d.npz"), num_classes=3))
+    assert d.num_classes == 3 and np.array_equal(d.y, np.arange(30) % 3)
+
+
+# ---- sizes declared in the archive, checked before reading -------------------------------------
+
+def _npz_member(zf, name, shape, dtype, body: bytes):
+    import io
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": np.dtype(dtype).str,
+                                                "fortran_order": False, "shape": shape})
+    zf.writestr(f"{name}.npy", head.getvalue() + body)
+
+
+def test_an_archive_declaring_a_huge_shape_is_refused_before_reading(tmp_path, monkeypatch):
+    import zipfile
+    p = tmp_path / "huge.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        # 4 TB declared (np.load would allocate it first), a few bytes stored
+        _npz_member(zf, "x", (1 << 20, 1 << 20), "<f4", b"\0" * 64)
+        _npz_member(zf, "y", (4,), "<i8", np.arange(4).astype("<i8").tobytes())
+    def no_load(*a, **k):
+        raise AssertionError("np.load must not be reached")
+    monkeypatch.setattr(np, "load", no_load)
+    with pytest.raises(ValueError, match=r"is damaged: array x declares shape \(1048576, "
+                                         r"1048576\) of float32 \(4\.4e\+03 GB\) but the archive "
+                                         r"stores 6\.4e-05 MB"):
+        load_npz(str(p))
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
+    import zipfile
+    p = tmp_path / "bomb.npz"
+    n, d = 20_000, 500  # 40 MB of float32 zeros; ~40 kB compressed
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        _npz_member(zf, "x", (n, d), "<f4", bytes(n * d * 4))
+        _npz_member(zf, "y", (n,), "<i8", (np.arange(n) % 2).astype("<i8").tobytes())
+    assert p.stat().st_size < 200_000
+    def no_load(*a, **k):
+        raise AssertionError("np.load must not be reached")
+    with monkeypatch.context() as m:
+        m.setattr(np, "load", no_load)
+        with pytest.raises(ValueError, match=r"holds 40\.2 MB of arrays \(x: \(20000, 500\) "
+                                             r"float32, y: \(20000,\) int64\) in 0\.0\d+ MB on "
+                                             r"disk, more than the 10 MB .*NC_JAX_MAX_DATA_BYTES"):
+            load_npz(str(p), max_bytes=10_000_000)
+        m.setenv("NC_JAX_MAX_DATA_BYTES", "1e7")
+        with pytest.raises(ValueError, match="more than the 10 MB"):
+            load_npz(str(p))
+    monkeypatch.setenv("NC_JAX_MAX_DATA_BYTES", "1e8")  # a limit it fits: read as usual
+    ds = load_npz(str(p), num_classes=2)
+    assert ds.x.shape == (n, d) and not ds.x.any()
+
+
+def test_loading_makes_no_float64_copy_for_the_finiteness_check():
+    import tracemalloc
+    x = np.random.default_rng(0).normal(size=(4000, 500)).astype(np.float32)  # 8 MB
+    y = np.arange(4000) % 4
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        d = from_arrays(x, y, num_classes=4)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    # the float32 copy kept by the Dataset is x.nbytes; a float64 copy alone would be 2 x.nbytes
+    assert x.nbytes <= peak < 1.5 * x.nbytes, peak / x.nbytes
+    np.testing.assert_array_equal(d.x, x)
+    bad = np.ones((8, 3), np.float16)
+    bad[5, 1] = np.inf
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        from_arrays(bad, np.arange(8) % 2)

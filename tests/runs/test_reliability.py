@@ -365,7 +365,7 @@ def test_relative_and_absolute_npz_path_resume_the_same_checkpoint(tmp_path, mon
              y=np.arange(64) % 2)
     cfg = tiny_config(optim=OptimConfig(lr=0.05, epochs=2, batch_size=32), weight_decays=(1e-3,),
                       seeds=(0,)).to_dict()
-    cfg["data"].update(kind="npz", path="d.npz")  # relative to the working directory
+    cfg["data"].update(kind="npz", path="d.npz", num_classes=2)  # relative to the working dir
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "o"

@@ -179,11 +179,12 @@ def test_real_data_on_user_npz(tmp_path):
     import numpy as np
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 3, 3)).astype(np.float32)
-    y = np.repeat([2, 5, 7], 40)
+    y = np.repeat([0, 1, 2], 40)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     out = tmp_path / "out"
     assert experiment_main("real_data", [
         "--preset", "smoke", "--data", str(tmp_path / "d.npz"), "--set", "data.standardize=true",
+        "--set", "data.num_classes=3",
         "--set", "optim.epochs=2", "--set", "optim.batch_size=32", "--set", "weight_decays=1e-3",
         "--out", str(out), "--quiet"]) == 0
     doc = json.load(open(out / "results.json"))
