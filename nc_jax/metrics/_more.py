@@ -257,6 +257,8 @@ def cdnv_power_jit(h, e, y, num_classes, power):
     den = 2.0 * jnp.power(jnp.where(pos, dist2, 1.0), power / 2)
     ratio = jnp.where(pos, num / den, jnp.where(num > 0, jnp.inf, 0.0))
     mean = jnp.sum(jnp.where(offdiag_mask(C), ratio, 0)) / (C * (C - 1))
+    if float(power).is_integer():  # an exact power of two
+        return ldexp(mean, (2 - int(power)) * e)
     return mean * jnp.exp2((2.0 - power) * e.astype(h.dtype))
 
 
