@@ -181,7 +181,7 @@ def nc1(h, y, num_classes: int, *, global_mean: str = "class", per_class: bool =
     ``Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``,
     ``Sigma_B = (1/C) sum_c (mu_c - mu_G)(mu_c - mu_G)^T = M^T M / C``.
     ``Sigma_B^+`` is the pseudo-inverse restricted to the top ``C-1`` eigen-directions of ``Sigma_B``
-    (its rank is at most C-1; a default-cutoff pinv in float32 inverts rounding noise). With the
+    (its rank is at most C-1; a 1e-15-cutoff pinv in float32 inverts rounding noise). With the
     thin SVD ``M = U S V^T`` (C x d, no d x d matrix) and ``k = min(C-1, d)``:
 
     ``NC1 = (1/N) sum_{j<k} (1/s_j^2) sum_i <v_j, h_i - mu_{y_i}>^2``.
