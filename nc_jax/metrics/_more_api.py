@@ -113,9 +113,10 @@ def nc3_dot_var(h, y, num_classes: int, W, *, center: bool = True, normalized: b
 
 
 def bias_collapse(h, y, num_classes: int, W, b, *, global_mean: str = "class") -> jax.Array:
-    """Bias collapse ``||W mu_G + b||_2`` (Papyan et al. 2020, Sec. 2 and Theorem 1: at collapse
-    the logits' bias cancels the global mean, ``b = -W mu_G``). Not scale-invariant: it is in units
-    of the logits. W (C, d), b (C,). Returns a scalar."""
+    """Bias collapse ``||W mu_G + b||_2``: 0 when the bias cancels the classifier's response to the
+    global mean, so that the logits ``W (h - mu_G)`` see only the centred features, as in the
+    collapsed geometry of Papyan et al. 2020 (rhubarbwu's measures centre by ``mu_G`` likewise).
+    Not scale-invariant: it is in units of the logits. W (C, d), b (C,). Returns a scalar."""
     h, y, C, W = _with_weights(h, y, num_classes, W, "bias_collapse")
     b = prepare_bias(b, C)
     kind = check_choice(global_mean, GLOBAL_MEANS, "global_mean")
@@ -179,7 +180,8 @@ def ncc_agreement(h, y, num_classes: int, W, b=None, *, average: str = "sample")
 
 def nc5(h, y, num_classes: int, h_ood, *, per_sample: bool = False) -> jax.Array:
     """NC5, ID/OOD orthogonality (Ammar et al. 2024, "NECO: neural collapse based
-    out-of-distribution detection", ICLR; rhubarbwu's ``orthogonality_deviation``):
+    out-of-distribution detection", ICLR, arXiv 2310.06823), in the form of rhubarbwu's
+    ``orthogonality_deviation``, which cites it:
 
     ``NC5 = (1/C) sum_c |<mu_c, mu_OOD>| / (||mu_c|| ||mu_OOD||)``, ``mu_c`` the (uncentred) class
     means of the in-distribution ``(h, y)``, ``mu_OOD`` the mean of the OOD features ``h_ood``
