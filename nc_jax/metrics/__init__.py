@@ -203,7 +203,7 @@ def nc1(h, y, num_classes: int, *, global_mean: str = "class", per_class: bool =
     return _k.nc1_jit(_k.prepare_scale(h), y, num_classes=C)
 
 
-def nc2(h, y, num_classes: int, W=None, *, ddof: int = 1, global_mean: str = "class") -> dict[str, jax.Array]:
+def nc2(h, y, num_classes: int, W=None, *, ddof=1, global_mean="class") -> dict[str, jax.Array]:
     """NC2 (convergence to a simplex ETF), as in Papyan et al. 2020 (Figs. 2-4).
 
     With ``m_c = mu_c - mu_G`` (rows of M):
@@ -213,8 +213,8 @@ def nc2(h, y, num_classes: int, W=None, *, ddof: int = 1, global_mean: str = "cl
     * ``maxangle   = mean_{c != c'} |cos(m_c, m_c') + 1/(C-1)|``
 
     ``std`` is the unbiased (ddof=1) standard deviation, as ``torch.std`` in Papyan et al.'s code;
-    equiangularity takes each unordered pair once (``ddof`` and ``global_mean`` are options). Zero-norm vectors have cosine 0 with everything,
-    and ``equinorm = 0`` if all norms are 0. A simplex ETF gives 0 for all three.
+    equiangularity takes each unordered pair once (options: ``ddof``, ``global_mean``). Zero-norm
+    vectors have cosine 0 with everything, ``equinorm = 0`` if all norms are 0. ETF: all three 0.
 
     Args:
       h (N, d), y (N,), num_classes C.
@@ -230,7 +230,7 @@ def nc2(h, y, num_classes: int, W=None, *, ddof: int = 1, global_mean: str = "cl
     return _k.nc2_jit(_k.prepare_scale(h), y, num_classes=C, W=_weights(W))
 
 
-def nc3(h, y, num_classes: int, W, *, center_cos: bool = False, global_mean: str = "class") -> dict[str, jax.Array]:
+def nc3(h, y, num_classes: int, W, *, center_cos=False, global_mean="class") -> dict[str, jax.Array]:
     """NC3 (self-duality of classifier and class means).
 
     * ``nc3 = || W/||W||_F - M/||M||_F ||_F^2`` (Papyan et al. 2020, Fig. 5; M rows ``mu_c - mu_G``);
@@ -328,7 +328,7 @@ def collapse_report(h, y, num_classes: int, W=None, logits=None, b=None) -> dict
     * ``ncc_accuracy``: :func:`ncc_accuracy`;  ``cdnv``: :func:`cdnv`;
     * with ``W`` (C, d): ``nc3``, ``nc3_min_cos``, ``nc3_mean_cos`` (:func:`nc3`) and
       ``nc2_equinorm_weights``, ``nc2_equiangular_weights``, ``nc2_maxangle_weights``;
-    * with ``logits`` (N, C): ``nc4`` (:func:`nc4`); ``REPORT_EXTRA`` / ``WEIGHT_EXTRA`` keys (docs/metrics.md);
+    * with ``logits`` (N, C): ``nc4`` (:func:`nc4`); keys ``REPORT_EXTRA``, ``WEIGHT_EXTRA`` (see docs);
       with ``W`` and the bias ``b`` (C,): ``bias_collapse`` (:func:`bias_collapse`, not scale-invariant).
 
     Inputs are validated when concrete; under ``jax.jit`` / ``jax.vmap`` / ``lax.scan`` they are

@@ -41,18 +41,21 @@ def test_options_against_float64(kw):
             assert_close(metrics.nc1(h, y, C, global_mean=kind, per_class=per_class),
                          ref.nc1(h, y, C, kind, per_class), what=f"nc1 {kind} {per_class}")
         for ddof in (0, 1, 2):
-            out, expect = metrics.nc2(h, y, C, W, ddof=ddof, global_mean=kind), ref.nc2(h, y, C, W, ddof, kind)
+            out = metrics.nc2(h, y, C, W, ddof=ddof, global_mean=kind)
+            expect = ref.nc2(h, y, C, W, ddof, kind)
             assert set(out) == set(expect)
             for k in expect:
                 assert_close(out[k], expect[k], what=f"nc2 {k} {kind} {ddof}")
         for center_cos in (False, True):
-            out, expect = metrics.nc3(h, y, C, W, center_cos=center_cos, global_mean=kind), ref.nc3(h, y, C, W, center_cos, kind)
+            out = metrics.nc3(h, y, C, W, center_cos=center_cos, global_mean=kind)
+            expect = ref.nc3(h, y, C, W, center_cos, kind)
             for k in expect:
                 assert_close(out[k], expect[k], what=f"nc3 {k} {kind} {center_cos}")
         assert_close(metrics.nc1_quotient(h, y, C, global_mean=kind), ref.nc1_quotient(h, y, C, kind))
         assert_close(metrics.etf_error(h, y, C, global_mean=kind)["etf_error"], ref.etf_error(h, y, C, kind))
         assert_close(metrics.class_distances(h, y, C, global_mean=kind), ref.class_distances(h, y, C, kind))
-        assert_close(metrics.bias_collapse(h, y, C, W, b, global_mean=kind), ref.bias_collapse(h, y, C, W, b, kind))
+        assert_close(metrics.bias_collapse(h, y, C, W, b, global_mean=kind),
+                     ref.bias_collapse(h, y, C, W, b, kind))
     for average in ("sample", "class"):
         assert_close(metrics.nc4(h, y, C, logits, average=average), ref.nc4(h, y, C, logits, average))
 
