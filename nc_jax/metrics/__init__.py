@@ -80,37 +80,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nc_jax.metrics import _conventions as _conv
 from nc_jax.metrics import _measures as _k
-from nc_jax.metrics._checks import (
-    as_float,
-    check_features,
-    check_labels,
-    check_num_classes,
-    is_tracer,
-    prepare,
-)
+from nc_jax.metrics._checks import (as_float, check_features, check_labels, check_num_classes,
+                                     is_tracer, prepare)
+from nc_jax.metrics._more_api import (BIAS_KEYS, REPORT_EXTRA, WEIGHT_EXTRA, bias_collapse, bias_report,
+                                      class_distances, etf_error, nc1_quotient, nc3_dot_var, nc5,
+                                      ncc_agreement, self_duality_error, uniformity)
 from nc_jax.metrics._streaming import collapse_report_streaming
 from nc_jax.metrics._checked import checked
 
 __all__ = [
-    "ncc_predict_centers",
-    "class_means",
-    "cosine_similarity_matrix",
-    "nc1",
-    "nc2",
-    "nc3",
-    "ncc_accuracy",
-    "ncc_predict",
-    "nc4",
-    "cdnv",
-    "collapse_report",
-    "layerwise",
-    "effective_depth",
-    "collapse_report_streaming",
-    "REPORT_KEYS",
-    "WEIGHT_KEYS",
-    "LOGIT_KEYS",
-    "checked",
+    "class_means", "cosine_similarity_matrix", "nc1", "nc2", "nc3", "ncc_accuracy", "ncc_predict",
+    "ncc_predict_centers", "nc4", "cdnv", "collapse_report", "layerwise", "effective_depth",
+    "collapse_report_streaming", "REPORT_KEYS", "WEIGHT_KEYS", "LOGIT_KEYS", "BIAS_KEYS",
+    "nc1_quotient", "etf_error", "self_duality_error", "nc3_dot_var", "bias_collapse",
+    "class_distances", "uniformity", "ncc_agreement", "nc5", "checked",
 ]
 
 #: Keys of :func:`collapse_report` that need only ``(h, y)``.
@@ -125,7 +110,7 @@ REPORT_KEYS = (
     "nc2_maxangle",
     "ncc_accuracy",
     "cdnv",
-)
+) + REPORT_EXTRA
 #: Extra keys of :func:`collapse_report` when ``W`` is given.
 WEIGHT_KEYS = (
     "nc3",
@@ -134,7 +119,7 @@ WEIGHT_KEYS = (
     "nc2_equinorm_weights",
     "nc2_equiangular_weights",
     "nc2_maxangle_weights",
-)
+) + WEIGHT_EXTRA
 #: Extra keys of :func:`collapse_report` when ``logits`` are given.
 LOGIT_KEYS = ("nc4",)
 
@@ -179,13 +164,13 @@ def cosine_similarity_matrix(h, y, num_classes: int, center: bool = False) -> ja
     return _k.cosine_jit(_k.prepare_unit_rows(h), y, num_classes=C)
 
 
-def nc1(h, y, num_classes: int) -> jax.Array:
+def nc1(h, y, num_classes: int, *, global_mean: str = "class", per_class: bool = True) -> jax.Array:
     """NC1 (variability collapse): ``tr(Sigma_W Sigma_B^+) / C`` (Papyan et al. 2020, Fig. 6).
 
     ``Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``,
     ``Sigma_B = (1/C) sum_c (mu_c - mu_G)(mu_c - mu_G)^T = M^T M / C``.
     ``Sigma_B^+`` is the pseudo-inverse restricted to the top ``C-1`` eigen-directions of ``Sigma_B``
-    (its rank is at most C-1; a default-cutoff pinv in float32 inverts rounding noise). With the
+    (its rank is at most C-1; a 1e-15-cutoff pinv in float32 inverts rounding noise). With the
     thin SVD ``M = U S V^T`` (C x d, no d x d matrix) and ``k = min(C-1, d)``:
 
     ``NC1 = (1/N) sum_{j<k} (1/s_j^2) sum_i <v_j, h_i - mu_{y_i}>^2``.
@@ -195,15 +180,19 @@ def nc1(h, y, num_classes: int) -> jax.Array:
     i.e. the pseudo-inverse of the true rank is used. Class means are accumulated relative to the
     first sample of each class, so an exactly collapsed class contributes exactly 0.
     The result is 0 for perfectly collapsed classes, invariant to scaling, rotation and relabeling.
+    ``global_mean="sample"``: ``mu_G`` = mean of all samples (tding1's ``validate_NC.py``);
+    ``per_class=False``: ``tr(Sigma_W Sigma_B^+)``, no ``1/C`` (Papyan et al.'s notebook).
 
     Args:  h (N, d), y (N,), num_classes C.
     Returns: scalar.
     """
     h, y, C, _, _ = prepare(h, y, num_classes, func="nc1")
+    if (global_mean, per_class) != ("class", True):
+        return _conv.nc1(h, y, C, global_mean, per_class)
     return _k.nc1_jit(_k.prepare_scale(h), y, num_classes=C)
 
 
-def nc2(h, y, num_classes: int, W=None) -> dict[str, jax.Array]:
+def nc2(h, y, num_classes: int, W=None, *, ddof=1, global_mean="class") -> dict[str, jax.Array]:
     """NC2 (convergence to a simplex ETF), as in Papyan et al. 2020 (Figs. 2-4).
 
     With ``m_c = mu_c - mu_G`` (rows of M):
@@ -213,8 +202,8 @@ def nc2(h, y, num_classes: int, W=None) -> dict[str, jax.Array]:
     * ``maxangle   = mean_{c != c'} |cos(m_c, m_c') + 1/(C-1)|``
 
     ``std`` is the unbiased (ddof=1) standard deviation, as ``torch.std`` in Papyan et al.'s code;
-    equiangularity takes each unordered pair once. Zero-norm vectors have cosine 0 with everything,
-    and ``equinorm = 0`` if all norms are 0. A simplex ETF gives 0 for all three.
+    equiangularity takes each unordered pair once (options: ``ddof``, ``global_mean``). Zero-norm
+    vectors have cosine 0 with everything, ``equinorm = 0`` if all norms are 0. ETF: all three 0.
 
     Args:
       h (N, d), y (N,), num_classes C.
@@ -225,15 +214,18 @@ def nc2(h, y, num_classes: int, W=None) -> dict[str, jax.Array]:
       dict of scalars.
     """
     h, y, C, W, _ = prepare(h, y, num_classes, W=W, func="nc2")
+    if (ddof, global_mean) != (1, "class"):
+        return _conv.nc2(h, y, C, W, global_mean, ddof)
     return _k.nc2_jit(_k.prepare_scale(h), y, num_classes=C, W=_weights(W))
 
 
-def nc3(h, y, num_classes: int, W) -> dict[str, jax.Array]:
+def nc3(h, y, num_classes: int, W, *, center_cos=False, global_mean="class") -> dict[str, jax.Array]:
     """NC3 (self-duality of classifier and class means).
 
     * ``nc3 = || W/||W||_F - M/||M||_F ||_F^2`` (Papyan et al. 2020, Fig. 5; M rows ``mu_c - mu_G``);
     * ``cos[c] = cos(w_c, mu_c)`` with the uncentered class mean (thesis Sec. 2.2, NC3 item:
-      ``cos(w_c, h~_c) = 1``), ``min_cos = min_c cos[c]``, ``mean_cos = mean_c cos[c]``.
+      ``cos(w_c, h~_c) = 1``), ``min_cos = min_c cos[c]``, ``mean_cos = mean_c cos[c]``;
+      ``center_cos=True``: ``cos(w_c, mu_c - mu_G)`` (rhubarbwu's ``similarities(cos=True)``).
 
     Args:  h (N, d), y (N,), num_classes C, W (C, d).
     Returns: dict with scalars ``nc3``, ``min_cos``, ``mean_cos`` and the (C,) array ``cos``.
@@ -241,6 +233,8 @@ def nc3(h, y, num_classes: int, W) -> dict[str, jax.Array]:
     h, y, C, W, _ = prepare(h, y, num_classes, W=W, func="nc3")
     if W is None:
         raise ValueError("nc3 needs the classifier weights W of shape (num_classes, d)")
+    if (center_cos, global_mean) != (False, "class"):
+        return _conv.nc3(h, y, C, W, global_mean, center_cos)
     return _k.nc3_jit(_k.prepare_scale(h), y, num_classes=C, W=_weights(W))
 
 
@@ -276,11 +270,11 @@ def ncc_accuracy(h, y, num_classes: int) -> jax.Array:
     return jnp.mean(_k.ncc_predict_jit(_k.prepare_scale(h), y, num_classes=C) == y)
 
 
-def nc4(h, y, num_classes: int, logits) -> jax.Array:
+def nc4(h, y, num_classes: int, logits, *, average: str = "sample") -> jax.Array:
     """NC4 (convergence to NCC): fraction of samples with ``argmax_c logits_ic != argmin_c ||h_i - mu_c||``.
 
     (Papyan et al. 2020, Fig. 7, "proportion mismatch from NCC".) Ties of ``argmax`` go to the lowest
-    class, as ``jnp.argmax``.
+    class, as ``jnp.argmax``. ``average="class"``: each class's mismatch rate, averaged over classes.
 
     Args:  h (N, d), y (N,), num_classes C, logits (N, C).
     Returns: scalar in [0, 1].
@@ -288,10 +282,12 @@ def nc4(h, y, num_classes: int, logits) -> jax.Array:
     h, y, C, _, logits = prepare(h, y, num_classes, logits=logits, func="nc4")
     if logits is None:
         raise ValueError("nc4 needs logits of shape (N, num_classes)")
+    if average != "sample":
+        return _conv.nc4(h, y, C, logits, average)
     return _k.nc4_jit(_k.prepare_scale(h), y, num_classes=C, logits=_k.prepare_logits(logits))
 
 
-def cdnv(h, y, num_classes: int) -> jax.Array:
+def cdnv(h, y, num_classes: int, *, power: float = 2) -> jax.Array:
     """Class-distance normalized variance (Galanti, Gyorgy & Hutter 2022, "On the role of neural
     collapse in transfer learning", ICLR), averaged over ordered pairs of distinct classes:
 
@@ -299,14 +295,16 @@ def cdnv(h, y, num_classes: int) -> jax.Array:
     ``Var_c = (1/N_c) sum_{i in c} ||h_i - mu_c||^2``.
 
     (Squared distance in the denominator, as in Galanti et al.; some later papers use the 4th
-    power.) A pair with coinciding means contributes +inf, or 0 if both variances are 0 too.
-    Returns a scalar.
+    power: ``power``, scale-invariant only at 2.) A pair with coinciding means contributes +inf, or
+    0 if both variances are 0 too. Returns a scalar.
     """
     h, y, C, _, _ = prepare(h, y, num_classes, func="cdnv")
+    if not (isinstance(power, (int, float)) and not isinstance(power, bool) and power == 2):
+        return _conv.cdnv(h, y, C, power)
     return _k.cdnv_jit(_k.prepare_scale(h), y, num_classes=C)
 
 
-def collapse_report(h, y, num_classes: int, W=None, logits=None) -> dict[str, jax.Array]:
+def collapse_report(h, y, num_classes: int, W=None, logits=None, b=None) -> dict[str, jax.Array]:
     """All NC measures in one jitted call; a flat dict of scalars (vmappable over a run axis).
 
     Keys (see the individual functions for formulas and sources):
@@ -319,7 +317,8 @@ def collapse_report(h, y, num_classes: int, W=None, logits=None) -> dict[str, ja
     * ``ncc_accuracy``: :func:`ncc_accuracy`;  ``cdnv``: :func:`cdnv`;
     * with ``W`` (C, d): ``nc3``, ``nc3_min_cos``, ``nc3_mean_cos`` (:func:`nc3`) and
       ``nc2_equinorm_weights``, ``nc2_equiangular_weights``, ``nc2_maxangle_weights``;
-    * with ``logits`` (N, C): ``nc4`` (:func:`nc4`).
+    * with ``logits`` (N, C): ``nc4`` (:func:`nc4`); keys ``REPORT_EXTRA``, ``WEIGHT_EXTRA`` (see docs);
+      with ``W`` and the bias ``b`` (C,): ``bias_collapse`` (:func:`bias_collapse`, not scale-invariant).
 
     Inputs are validated when concrete; under ``jax.jit`` / ``jax.vmap`` / ``lax.scan`` they are
     trusted (see the module docstring). Every key is the same at any scale of ``h``, ``W`` and
@@ -329,7 +328,8 @@ def collapse_report(h, y, num_classes: int, W=None, logits=None) -> dict[str, ja
     """
     h, y, C, W, logits = prepare(h, y, num_classes, W=W, logits=logits, func="collapse_report")
     logits = None if logits is None else _k.prepare_logits(logits)
-    return _k.report_jit(*_k.prepare_features(h), y, num_classes=C, W=_weights(W), logits=logits)
+    out = _k.report_jit(*_k.prepare_features(h), y, num_classes=C, W=_weights(W), logits=logits)
+    return out if b is None else {**out, **bias_report(h, y, C, W, b)}
 
 
 def layerwise(features: Sequence[Any], y, num_classes: int) -> dict[str, jax.Array]:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nc_jax.metrics._more import report_extra
 from nc_jax.metrics._scale import (ldexp, max_exponent, normalize, row_exponents, unit_rows,
                                    unit_scale)
 from nc_jax.metrics._stats import (
@@ -131,6 +132,7 @@ def report_from(s1: Stats1, geom: Geometry, s2: Stats2, C, W=None, has_logits=Fa
             out[f"nc2_{key}_weights"] = val
     if has_logits:
         out["nc4"] = s2.nc4_mismatch.astype(n.dtype) / n
+    out.update(report_extra(geom, s2.within_sq, n, C, W))
     return out
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nc_jax import metrics
+from tests.metrics import more_refs
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -121,6 +122,7 @@ def ref_report(h, y, C, W=None, logits=None):
         out.update(nc3=r3["nc3"], nc3_min_cos=r3["min_cos"], nc3_mean_cos=r3["mean_cos"])
     if logits is not None:
         out["nc4"] = np.mean(np.argmax(logits, axis=1) != ref_ncc_pred(h, y, C))
+    out.update(more_refs.report_extra(h, y, C, W))
     return out
 
 
