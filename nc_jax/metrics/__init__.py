@@ -81,6 +81,7 @@ from nc_jax.metrics._checks import (
     is_tracer,
     prepare,
 )
+from nc_jax.metrics._accumulator import accumulator
 from nc_jax.metrics._streaming import collapse_report_streaming
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "layerwise",
     "effective_depth",
     "collapse_report_streaming",
+    "accumulator",
     "REPORT_KEYS",
     "WEIGHT_KEYS",
     "LOGIT_KEYS",
