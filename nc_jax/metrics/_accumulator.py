@@ -20,6 +20,7 @@ quadratic); pass 2 uses the final ``exp`` for every batch, as the in-memory repo
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -29,8 +30,8 @@ from nc_jax.metrics._checks import as_float, check_num_classes
 from nc_jax.metrics._measures import (cdnv_from, cos_matrix_from, cos_summary, nc1_from, nc2_from,
                                       nc3_from, report_from, weights_at_unit_scale)
 from nc_jax.metrics._scale import EMPTY_EXP, ldexp, row_exponents, unit_rows
-from nc_jax.metrics._stats import (Geometry, Stats1, Stats2, chunk_class_sums, chunk_rows,
-                                   comp_add, divide_rows, geometry, mm, normalize_rows, scan_rows,
+from nc_jax.metrics._stats import (Geometry, Stats1, Stats2, chunk_class_sums, step_rows,
+                                   comp_add, divide_rows, geometry, mm, scan_rows,
                                    two_sum)
 
 
@@ -87,6 +88,38 @@ def _compsum(pair):
     return pair[0] + pair[1]
 
 
+def _scaler(h):
+    """``scale(x, k) = x 2^k`` (``k`` an int array broadcasting against ``x``), exactly as
+    :func:`~nc_jax.metrics._scale.ldexp`. When ``h`` has no subnormal entry, a multiplication by
+    two normal powers of two gives the same bits (normal inputs scale exactly; results below the
+    normal range flush to 0 either way) at a fraction of the cost of the bit-pattern arithmetic,
+    which is kept for batches with subnormal entries (XLA reads those as 0 in arithmetic)."""
+    itype = jnp.int32 if h.dtype == jnp.float32 else jnp.int64
+    mag = jax.lax.bitcast_convert_type(h, itype) & jnp.iinfo(itype).max
+    fast = ~jnp.any((mag > 0) & (mag < (1 << jnp.finfo(h.dtype).nmant)))
+
+    def scale(x, k):
+        def mul():
+            # each factor a normal float; non-zero data never need more (float32: |k| <= 149)
+            lim = 2 * (jnp.finfo(x.dtype).maxexp - 1)
+            k2 = jnp.clip(k, -lim, lim).astype(jnp.int32)
+            a = k2 // 2
+            one = jnp.ones((), x.dtype)
+            return x * jnp.ldexp(one, a).astype(x.dtype) * jnp.ldexp(one, k2 - a).astype(x.dtype)
+
+        return jax.lax.cond(fast, mul, lambda: ldexp(x, k))
+
+    return scale
+
+
+def _units(scale, x, exps):
+    """:func:`~nc_jax.metrics._stats.normalize_rows` of ``x`` with row exponents ``exps``."""
+    nonzero = exps != EMPTY_EXP
+    v = scale(x, -exps)
+    nrm = jnp.linalg.norm(v, axis=-1, keepdims=True)
+    return v / jnp.where(nonzero, nrm, 1)
+
+
 def _check_batch(h, y, d, logits=None, C=None):
     if h.ndim != 2 or h.shape[1] != d:
         raise ValueError(f"features h must have shape (B, {d}) (dim={d}), got {tuple(h.shape)}")
@@ -136,17 +169,19 @@ def update1(C, s: Pass1State, h, y) -> Pass1State:
     ones = jnp.ones((n,), jnp.int32)
     nonzero = (exps[:, 0] != EMPTY_EXP).astype(jnp.int32)
 
+    scale = _scaler(h)
+
     def body(carry, hc, yc, ec):
-        x = ldexp(hc, -e)
-        r = x - jnp.take(ref, yc, axis=0)
-        u, _ = normalize_rows(hc, ec)  # from the unscaled rows: tiny rows keep their direction
+        r = scale(hc, -e) - jnp.take(ref, yc, axis=0)
+        u = _units(scale, hc, ec)  # from the unscaled rows: tiny rows keep their direction
         vals = jnp.concatenate([r, u, jnp.sum(r * r, axis=1, keepdims=True)], axis=1)
         sums = comp_add(carry[0], chunk_class_sums(vals, yc, C))
         scat = carry[1] if carry[1] is None else comp_add(carry[1], mm(r.T, r))
         return sums, scat
 
     scat = None if s.scatter is None else (s.scatter, s.scatter_comp)
-    (sums, comp), scat = scan_rows(body, ((s.sums, s.comp), scat), (h, y, exps), chunk_rows(h.dtype))
+    (sums, comp), scat = scan_rows(body, ((s.sums, s.comp), scat), (h, y, exps),
+                                   step_rows(h.dtype, 2 * d + 1))
     return Pass1State(e, s.counts + jax.ops.segment_sum(ones, y, num_segments=C), s.seen | (first < n),
                       ref, sums, comp, s.unit_counts + jax.ops.segment_sum(nonzero, y, num_segments=C),
                       None if scat is None else scat[0], None if scat is None else scat[1])
@@ -232,11 +267,13 @@ def update2(C, with_logits, s: Pass2State, h, y, logits=None) -> Pass2State:
     n = h.shape[0]
     xs = (h, y) + ((unit_rows(as_float(logits)),) if with_logits else ())
 
+    scale = _scaler(h)
+
     def body(carry, hc, yc, *lc):
         (sums, proj, hits, mism) = carry
-        r = ldexp(hc, -ctx.exp) - jnp.take(ctx.geom.means, yc, axis=0)
+        r = scale(hc, -ctx.exp) - jnp.take(ctx.geom.means, yc, axis=0)
         q = mm(r, ctx.geom.basis.T)  # (K, k) coordinates of h_i - mu_{y_i} in V
-        u, _ = normalize_rows(hc)
+        u = _units(scale, hc, row_exponents(hc))
         sums = comp_add(sums, chunk_class_sums(
             jnp.concatenate([u, jnp.sum(r * r, axis=1, keepdims=True)], axis=1), yc, C))
         proj = comp_add(proj, chunk_class_sums(q * q, jnp.zeros_like(yc), 1)[0])
@@ -251,7 +288,7 @@ def update2(C, with_logits, s: Pass2State, h, y, logits=None) -> Pass2State:
         return sums, proj, hits, mism
 
     carry = ((s.sums, s.comp), (s.proj, s.proj_comp), s.ncc_correct, s.nc4_mismatch)
-    (sums, comp), (proj, pc), hits, mism = scan_rows(body, carry, xs, chunk_rows(h.dtype))
+    (sums, comp), (proj, pc), hits, mism = scan_rows(body, carry, xs, step_rows(h.dtype, d + 1))
     counts = s.counts + jax.ops.segment_sum(jnp.ones((n,), jnp.int32), y, num_segments=C)
     return Pass2State(ctx, counts, sums, comp, proj, pc, hits, mism)
 
@@ -319,20 +356,38 @@ def accumulator(num_classes: int, dim: int, *, second_moment: bool = True,
         raise ValueError(f"dim must be a positive Python int (the feature dimension d), got {dim!r}")
     if not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(dtype).bits < 32:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return _build(C, dim, bool(second_moment), jnp.dtype(dtype))
 
+
+# Jitted once per (C, d, ...): repeated accumulator(...) calls and eager use hit the compile cache;
+# inside an outer jit / vmap / scan they are inlined as plain functions.
+init1_jit = jax.jit(init1, static_argnums=(0, 1, 2, 3))
+update1_jit = jax.jit(update1, static_argnums=0)
+finalize1_jit = jax.jit(finalize1, static_argnums=0)
+merge1_jit = jax.jit(merge1)
+init2_jit = jax.jit(init2, static_argnums=0)
+update2_jit = jax.jit(update2, static_argnums=(0, 1))
+finalize2_jit = jax.jit(finalize2, static_argnums=(0, 1))
+merge2_jit = jax.jit(merge2)
+
+
+@functools.lru_cache(maxsize=None)
+def _second(C, with_logits):
+    return (lambda s, h, y, logits=None: update2_jit(C, with_logits, s, h, y, logits),
+            lambda s, W=None: finalize2_jit(C, with_logits, s, W))
+
+
+@functools.lru_cache(maxsize=None)
+def _build(C, dim, second_moment, dtype) -> Accumulator:
     def second_pass(state, with_logits: bool = False) -> Accumulator:
-        with_logits = bool(with_logits)
-        return Accumulator(
-            init=lambda: init2(C, state),
-            update=lambda s, h, y, logits=None: update2(C, with_logits, s, h, y, logits),
-            finalize=lambda s, W=None: finalize2(C, with_logits, s, W),
-            merge=merge2,
-        )
+        update, finalize = _second(C, bool(with_logits))
+        return Accumulator(init=lambda: init2_jit(C, state), update=update, finalize=finalize,
+                           merge=merge2_jit)
 
     return Accumulator(
-        init=lambda: init1(C, dim, dtype, second_moment),
-        update=lambda s, h, y: update1(C, s, h, y),
-        finalize=lambda s, W=None: finalize1(C, s, W),
-        merge=merge1,
+        init=lambda: init1_jit(C, dim, dtype, second_moment),
+        update=lambda s, h, y: update1_jit(C, s, h, y),
+        finalize=lambda s, W=None: finalize1_jit(C, s, W),
+        merge=merge1_jit,
         second_pass=second_pass,
     )

@@ -110,27 +110,55 @@ def chunk_rows(dtype) -> int:
     return 1 << min(11, (jnp.finfo(dtype).nmant + 1) // 2 - 1)
 
 
-def chunk_class_sums(vals, y, C):
-    """Per-class column sums (C, m) of a chunk ``vals`` (K, m), ``K <= chunk_rows``, to one
-    rounding whatever the class size.
+def step_rows(dtype, m) -> int:
+    """Rows per step of a loop over chunks summing ``m`` columns: whole multiples ``G`` of
+    :func:`chunk_rows` (``G`` a power of two), about 2^20 values a step, so that narrow data
+    does not pay the loop's per-step cost 2^11 rows at a time."""
+    k = chunk_rows(dtype)
+    return k * max(1, 1 << max(0, ((1 << 20) // (k * max(m, 1))).bit_length() - 1))
 
-    Each column is split exactly as ``x = hi + lo``: ``hi`` rounded to a multiple of
-    ``q = 2^(E - s)`` (``|x| < 2^E`` over the column, ``s = p - L`` for ``K = 2^L`` rows and ``p``
-    mantissa bits), ``lo = x - hi``, ``|lo| <= q/2``. Any partial sum of ``hi`` is a multiple of
-    ``q`` below ``2^(E+L)``, i.e. at most ``p + 1`` significant bits: ``segment_sum`` adds them
-    without rounding. The sum of ``lo`` carries the sequential error, ``2^-s`` times smaller than a
-    plain sum's (Ogita, Rump & Oishi 2005 use the same error-free splitting, "Accurate sum and dot
-    product", SIAM J. Sci. Comput.). ``hi`` and ``lo`` sums meet in one final rounding.
+
+def pairwise_sum(x):
+    """Sum over axis 0 as a balanced tree (error ~ log2(n) roundings, not n)."""
+    while x.shape[0] > 1:
+        if x.shape[0] % 2:
+            x = jnp.concatenate([x, jnp.zeros_like(x[:1])])
+        x = x[0::2] + x[1::2]
+    return x[0]
+
+
+def chunk_class_sums(vals, y, C):
+    """Per-class column sums (C, m) of ``vals`` (n, m), to about one rounding per
+    :func:`chunk_rows` rows whatever the class size (any n; best a multiple of chunk_rows).
+
+    Rows are taken in chunks of ``K = 2^L = chunk_rows`` rows. Within a chunk each column is split
+    exactly as ``x = hi + lo``: ``hi`` rounded to a multiple of ``q = 2^(E - s)`` (``|x| < 2^E``
+    over the chunk's column, ``s = p - L``, ``p`` mantissa bits), ``lo = x - hi``, ``|lo| <= q/2``.
+    Any partial sum of ``hi`` is a multiple of ``q`` below ``2^(E+L)``, i.e. has at most ``p + 1``
+    significant bits: ``segment_sum`` adds them without rounding. The sum of ``lo`` carries the
+    sequential error, ``2^-s`` times smaller than a plain sum's (the error-free splitting of Ogita,
+    Rump & Oishi 2005, "Accurate sum and dot product", SIAM J. Sci. Comput.). The chunks' sums
+    then meet in a balanced tree.
     """
     fi = jnp.finfo(vals.dtype)
-    s = fi.nmant - (chunk_rows(vals.dtype).bit_length() - 1)
-    _, E = jnp.frexp(jnp.max(jnp.abs(vals), axis=0))
+    K = chunk_rows(vals.dtype)
+    s = fi.nmant - (K.bit_length() - 1)
+    n, m = vals.shape
+    G = -(-n // K)
+    if G * K != n:  # zero rows add nothing
+        vals = jnp.concatenate([vals, jnp.zeros((G * K - n, m), vals.dtype)])
+        y = jnp.concatenate([y, jnp.zeros((G * K - n,), y.dtype)])
+    v = vals.reshape(G, K, m)
+    _, E = jnp.frexp(jnp.max(jnp.abs(v), axis=1, keepdims=True))
     # clamped so that q and 1/q are normal floats (a tiny or zero column then has hi = 0)
     E = jnp.clip(E, fi.minexp + s + 1, fi.maxexp - 1)
-    q = jnp.ldexp(jnp.ones((), vals.dtype), E - s)
-    hi = jnp.round(vals * jnp.ldexp(jnp.ones((), vals.dtype), s - E)) * q
+    one = jnp.ones((), vals.dtype)
+    hi = (jnp.round(v * jnp.ldexp(one, s - E)) * jnp.ldexp(one, E - s)).reshape(G * K, m)
     lo = vals - hi
-    return jax.ops.segment_sum(hi, y, num_segments=C) + jax.ops.segment_sum(lo, y, num_segments=C)
+    ids = y + C * (jnp.arange(G * K, dtype=y.dtype) // K)
+    part = (jax.ops.segment_sum(hi, ids, num_segments=G * C)
+            + jax.ops.segment_sum(lo, ids, num_segments=G * C))
+    return pairwise_sum(part.reshape(G, C, m))
 
 
 def two_sum(a, b):
@@ -165,12 +193,13 @@ def scan_rows(body, carry, xs, chunk):
 
 
 def exact_segsum(x, y, C):
-    """Per-class sums (C, m) of ``x`` (N, m) in ``O(C m)`` extra memory: chunks of
-    :func:`chunk_rows` rows summed by :func:`chunk_class_sums`, accumulated with :func:`comp_add`.
+    """Per-class sums (C, m) of ``x`` (N, m) in ``O(C m)`` extra memory (and one step's rows):
+    steps of :func:`step_rows` rows summed by :func:`chunk_class_sums`, accumulated with
+    :func:`comp_add`.
     The relative error stays about one float rounding at any N (float32: also past ``2^24``)."""
     zero = jnp.zeros((C, x.shape[1]), x.dtype)
     total, comp = scan_rows(lambda acc, xc, yc: comp_add(acc, chunk_class_sums(xc, yc, C)),
-                            (zero, zero), (x, y), chunk_rows(x.dtype))
+                            (zero, zero), (x, y), step_rows(x.dtype, x.shape[1]))
     return total + comp
 
 

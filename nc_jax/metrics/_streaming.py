@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.metrics._accumulator import (finalize2, init1, init2, pass2_unit_sums, update1,
+from nc_jax.metrics._accumulator import (finalize2_jit, init1_jit, init2_jit, pass2_unit_sums, update1,
                                          update2)
 from nc_jax.metrics._checks import (
     as_float,
@@ -39,11 +39,8 @@ from nc_jax.metrics._checks import (
 PASS_TOLERANCE = 1e-3
 
 # One compiled program per batch shape; the state is donated (updated in place).
-_init1 = jax.jit(init1, static_argnums=(0, 1, 2, 3))
 _update1 = jax.jit(update1, static_argnums=0, donate_argnums=1)
-_init2 = jax.jit(init2, static_argnums=0)
 _update2 = jax.jit(update2, static_argnums=(0, 1), donate_argnums=2)
-_finalize2 = jax.jit(finalize2, static_argnums=(0, 1))
 
 
 def _unpack_batch(batch, num_classes, d, idx, pass_no):
@@ -87,7 +84,7 @@ def collapse_report_streaming(
     for idx, batch in enumerate(batches_fn()):
         h, y, _, d = _unpack_batch(batch, C, d, idx, 1)
         if s1 is None:
-            s1 = _init1(C, d, h.dtype, False)
+            s1 = init1_jit(C, d, h.dtype, False)
         s1 = _update1(C, s1, h, y)
     if s1 is None:
         raise ValueError("batches_fn() yielded no batch")
@@ -103,7 +100,7 @@ def collapse_report_streaming(
         h, y, logits, _ = _unpack_batch(batch, C, d, idx, 2)
         if s2 is None:
             has_logits = logits is not None
-            s2 = _init2(C, s1)
+            s2 = init2_jit(C, s1)
         elif has_logits != (logits is not None):
             raise ValueError("either every batch or no batch must carry logits")
         s2 = _update2(C, has_logits, s2, h, y, logits)
@@ -118,4 +115,4 @@ def collapse_report_streaming(
             "same batches on every call (an augmenting or reshuffling-to-other-samples loader "
             "gives other features in the second pass)"
         )
-    return _finalize2(C, has_logits, s2, W)
+    return finalize2_jit(C, has_logits, s2, W)
