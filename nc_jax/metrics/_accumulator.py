@@ -88,15 +88,30 @@ def _compsum(pair):
     return pair[0] + pair[1]
 
 
-def _scaler(h):
+def _row_exponents(h):
+    """:func:`~nc_jax.metrics._scale.row_exponents`, from a float ``max|h|`` per row when every row
+    has a normal maximum (then ``frexp`` of it is exact); the bit-pattern version otherwise (a
+    row whose maximum is 0 to XLA may be all zero or all subnormal)."""
+    amax = jnp.max(jnp.abs(h), axis=-1, keepdims=True)
+    return jax.lax.cond(jnp.all(amax > 0), lambda: jnp.frexp(amax)[1] - 1,
+                        lambda: row_exponents(h))
+
+
+def _scaler(h, exps, e):
     """``scale(x, k) = x 2^k`` (``k`` an int array broadcasting against ``x``), exactly as
-    :func:`~nc_jax.metrics._scale.ldexp`. When ``h`` has no subnormal entry, a multiplication by
-    two normal powers of two gives the same bits (normal inputs scale exactly; results below the
-    normal range flush to 0 either way) at a fraction of the cost of the bit-pattern arithmetic,
-    which is kept for batches with subnormal entries (XLA reads those as 0 in arithmetic)."""
+    :func:`~nc_jax.metrics._scale.ldexp`, for rows of ``h`` (row exponents ``exps``, common
+    exponent ``e``). Multiplying by two normal powers of two gives the same bits (normal inputs
+    scale exactly; results below the normal range flush to 0 either way) at a fraction of the cost
+    of the bit-pattern arithmetic, unless a subnormal entry, which XLA reads as 0, is scaled up:
+    only then (some exponent < 0 and a subnormal entry present) the bit arithmetic is kept."""
     itype = jnp.int32 if h.dtype == jnp.float32 else jnp.int64
-    mag = jax.lax.bitcast_convert_type(h, itype) & jnp.iinfo(itype).max
-    fast = ~jnp.any((mag > 0) & (mag < (1 << jnp.finfo(h.dtype).nmant)))
+
+    def has_subnormal():
+        mag = jax.lax.bitcast_convert_type(h, itype) & jnp.iinfo(itype).max
+        return jnp.any((mag > 0) & (mag < (1 << jnp.finfo(h.dtype).nmant)))
+
+    up = (jnp.min(exps) < 0) | (e < 0)
+    fast = ~jax.lax.cond(up, has_subnormal, lambda: jnp.bool_(False))
 
     def scale(x, k):
         def mul():
@@ -160,7 +175,7 @@ def update1(C, s: Pass1State, h, y) -> Pass1State:
     h, y = as_float(h).astype(s.ref.dtype), jnp.asarray(y)
     _check_batch(h, y, d)
     n = h.shape[0]
-    exps = row_exponents(h)
+    exps = _row_exponents(h)
     e = jnp.maximum(s.exp, jnp.max(exps))
     s = rescale1(s, e)
     first = jax.ops.segment_min(jnp.arange(n), y, num_segments=C)  # n+ for absent classes
@@ -169,7 +184,7 @@ def update1(C, s: Pass1State, h, y) -> Pass1State:
     ones = jnp.ones((n,), jnp.int32)
     nonzero = (exps[:, 0] != EMPTY_EXP).astype(jnp.int32)
 
-    scale = _scaler(h)
+    scale = _scaler(h, exps, e)
 
     def body(carry, hc, yc, ec):
         r = scale(hc, -e) - jnp.take(ref, yc, axis=0)
@@ -265,15 +280,16 @@ def update2(C, with_logits, s: Pass2State, h, y, logits=None) -> Pass2State:
         raise ValueError("this second pass was set up with_logits=True: update needs logits (B, C)")
     _check_batch(h, y, d, logits if with_logits else None, C)
     n = h.shape[0]
-    xs = (h, y) + ((unit_rows(as_float(logits)),) if with_logits else ())
+    exps = _row_exponents(h)
+    xs = (h, y, exps) + ((unit_rows(as_float(logits)),) if with_logits else ())
 
-    scale = _scaler(h)
+    scale = _scaler(h, exps, ctx.exp)
 
-    def body(carry, hc, yc, *lc):
+    def body(carry, hc, yc, ec, *lc):
         (sums, proj, hits, mism) = carry
         r = scale(hc, -ctx.exp) - jnp.take(ctx.geom.means, yc, axis=0)
         q = mm(r, ctx.geom.basis.T)  # (K, k) coordinates of h_i - mu_{y_i} in V
-        u = _units(scale, hc, row_exponents(hc))
+        u = _units(scale, hc, ec)
         sums = comp_add(sums, chunk_class_sums(
             jnp.concatenate([u, jnp.sum(r * r, axis=1, keepdims=True)], axis=1), yc, C))
         proj = comp_add(proj, chunk_class_sums(q * q, jnp.zeros_like(yc), 1)[0])
