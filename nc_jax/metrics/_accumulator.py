@@ -189,8 +189,8 @@ def update1(C, s: Pass1State, h, y) -> Pass1State:
     def body(carry, hc, yc, ec):
         r = scale(hc, -e) - jnp.take(ref, yc, axis=0)
         u = _units(scale, hc, ec)  # from the unscaled rows: tiny rows keep their direction
-        vals = jnp.concatenate([r, u, jnp.sum(r * r, axis=1, keepdims=True)], axis=1)
-        sums = comp_add(carry[0], chunk_class_sums(vals, yc, C))
+        parts = (r, u, jnp.sum(r * r, axis=1, keepdims=True))
+        sums = comp_add(carry[0], jnp.concatenate([chunk_class_sums(p, yc, C) for p in parts], 1))
         scat = carry[1] if carry[1] is None else comp_add(carry[1], mm(r.T, r))
         return sums, scat
 
@@ -289,9 +289,12 @@ def update2(C, with_logits, s: Pass2State, h, y, logits=None) -> Pass2State:
         (sums, proj, hits, mism) = carry
         r = scale(hc, -ctx.exp) - jnp.take(ctx.geom.means, yc, axis=0)
         q = mm(r, ctx.geom.basis.T)  # (K, k) coordinates of h_i - mu_{y_i} in V
+        # unit sums only check that pass 2 sees pass 1's data (tolerance 1e-3 per sample):
+        # sums of chunk_rows rows, compensated across chunks, are accurate enough
         u = _units(scale, hc, ec)
-        sums = comp_add(sums, chunk_class_sums(
-            jnp.concatenate([u, jnp.sum(r * r, axis=1, keepdims=True)], axis=1), yc, C))
+        sums = comp_add(sums, jnp.concatenate(
+            [chunk_class_sums(u, yc, C, split=False),
+             chunk_class_sums(jnp.sum(r * r, axis=1, keepdims=True), yc, C)], axis=1))
         proj = comp_add(proj, chunk_class_sums(q * q, jnp.zeros_like(yc), 1)[0])
         # ||h - mu_c||^2 - ||r||^2 = ||mu_y - mu_c||^2 - 2 <r, m_c> + 2 <r, m_y>; the last term is
         # constant over c, and m_c lies in the span of V: <r, m_c> = q . coords_c. One (K, k) x

@@ -127,7 +127,7 @@ def pairwise_sum(x):
     return x[0]
 
 
-def chunk_class_sums(vals, y, C):
+def chunk_class_sums(vals, y, C, split=True):
     """Per-class column sums (C, m) of ``vals`` (n, m), to about one rounding per
     :func:`chunk_rows` rows whatever the class size (any n; best a multiple of chunk_rows).
 
@@ -138,7 +138,8 @@ def chunk_class_sums(vals, y, C):
     significant bits: ``segment_sum`` adds them without rounding. The sum of ``lo`` carries the
     sequential error, ``2^-s`` times smaller than a plain sum's (the error-free splitting of Ogita,
     Rump & Oishi 2005, "Accurate sum and dot product", SIAM J. Sci. Comput.). The chunks' sums
-    then meet in a balanced tree.
+    then meet in a balanced tree. ``split=False`` skips the splitting: plain sums of ``K`` rows,
+    relative error up to ``K eps`` (for checks that need no more).
     """
     fi = jnp.finfo(vals.dtype)
     K = chunk_rows(vals.dtype)
@@ -148,6 +149,9 @@ def chunk_class_sums(vals, y, C):
     if G * K != n:  # zero rows add nothing
         vals = jnp.concatenate([vals, jnp.zeros((G * K - n, m), vals.dtype)])
         y = jnp.concatenate([y, jnp.zeros((G * K - n,), y.dtype)])
+    ids = y + C * (jnp.arange(G * K, dtype=y.dtype) // K)
+    if not split:
+        return pairwise_sum(jax.ops.segment_sum(vals, ids, num_segments=G * C).reshape(G, C, m))
     v = vals.reshape(G, K, m)
     _, E = jnp.frexp(jnp.max(jnp.abs(v), axis=1, keepdims=True))
     # clamped so that q and 1/q are normal floats (a tiny or zero column then has hi = 0)
@@ -155,7 +159,6 @@ def chunk_class_sums(vals, y, C):
     one = jnp.ones((), vals.dtype)
     hi = (jnp.round(v * jnp.ldexp(one, s - E)) * jnp.ldexp(one, E - s)).reshape(G * K, m)
     lo = vals - hi
-    ids = y + C * (jnp.arange(G * K, dtype=y.dtype) // K)
     part = (jax.ops.segment_sum(hi, ids, num_segments=G * C)
             + jax.ops.segment_sum(lo, ids, num_segments=G * C))
     return pairwise_sum(part.reshape(G, C, m))

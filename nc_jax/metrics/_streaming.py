@@ -26,7 +26,7 @@ from nc_jax.metrics._accumulator import (finalize2_jit, init1_jit, init2_jit, pa
 from nc_jax.metrics._checks import (
     as_float,
     check_counts,
-    check_features,
+    check_finite,
     check_labels,
     check_logits,
     check_num_classes,
@@ -38,9 +38,20 @@ from nc_jax.metrics._checks import (
 #: another subset) moves them by much more.
 PASS_TOLERANCE = 1e-3
 
-# One compiled program per batch shape; the state is donated (updated in place).
-_update1 = jax.jit(update1, static_argnums=0, donate_argnums=1)
-_update2 = jax.jit(update2, static_argnums=(0, 1), donate_argnums=2)
+
+
+def _finite(h):
+    # the same row maxima the update computes for the exponents (one pass over h for both);
+    # max propagates NaN
+    return jnp.all(jnp.isfinite(jnp.max(jnp.abs(h), axis=-1, keepdims=True)))
+
+
+# One compiled program per batch shape; the state is donated (updated in place). Each also says
+# whether the batch was finite, which the host checks before trusting the new state.
+_update1 = jax.jit(lambda C, s, h, y: (update1(C, s, h, y), _finite(h)), static_argnums=0,
+                   donate_argnums=1)
+_update2 = jax.jit(lambda C, wl, s, h, y, lg: (update2(C, wl, s, h, y, lg), _finite(h)),
+                   static_argnums=(0, 1), donate_argnums=2)
 
 
 def _unpack_batch(batch, num_classes, d, idx, pass_no):
@@ -49,7 +60,13 @@ def _unpack_batch(batch, num_classes, d, idx, pass_no):
     h = as_float(batch[0])
     y = jnp.asarray(batch[1])
     logits = None if len(batch) == 2 or batch[2] is None else as_float(batch[2])
-    n, d_b = check_features(h, what=f"features h of batch {idx}")
+    what = f"features h of batch {idx}"
+    if h.ndim != 2:
+        raise ValueError(f"{what} must have shape (N, d), got shape {tuple(h.shape)} "
+                         "(use jax.vmap for a leading run axis)")
+    n, d_b = h.shape
+    if n == 0 or d_b == 0:
+        raise ValueError(f"{what} must be non-empty, got shape {tuple(h.shape)}")
     if d is not None and d_b != d:
         raise ValueError(f"shape mismatch: batch {idx} has feature dimension {d_b}, earlier batches {d}")
     check_labels(y, n, num_classes, require_all=False)
@@ -85,7 +102,9 @@ def collapse_report_streaming(
         h, y, _, d = _unpack_batch(batch, C, d, idx, 1)
         if s1 is None:
             s1 = init1_jit(C, d, h.dtype, False)
-        s1 = _update1(C, s1, h, y)
+        s1, ok = _update1(C, s1, h, y)
+        if not ok:
+            check_finite(h, f"features h of batch {idx}")
     if s1 is None:
         raise ValueError("batches_fn() yielded no batch")
     counts1 = np.asarray(s1.counts)
@@ -103,7 +122,9 @@ def collapse_report_streaming(
             s2 = init2_jit(C, s1)
         elif has_logits != (logits is not None):
             raise ValueError("either every batch or no batch must carry logits")
-        s2 = _update2(C, has_logits, s2, h, y, logits)
+        s2, ok = _update2(C, has_logits, s2, h, y, logits)
+        if not ok:
+            check_finite(h, f"features h of batch {idx}")
     same = s2 is not None and np.array_equal(np.asarray(s2.counts), counts1)
     if same:
         # the counts alone miss a loader that yields other features for the same labels

@@ -189,3 +189,21 @@ def test_class_of_2_to_the_25_samples_streaming(huge_class):
     rep = metrics.collapse_report_streaming(lambda: iter([(h[:half], y[:half]), (h[half:], y[half:])]), 2)
     for k, val in expect.items():
         assert_close(rep[k], val, rtol=2e-6, atol=1e-9, what=k)
+
+
+def test_streaming_names_a_non_finite_batch():
+    """Finiteness is checked within the update's own pass over the batch; the error still names
+    the batch and counts the bad values."""
+    h, y, _, _ = make_data(23, N=120)
+    bad = h.copy()
+    bad[70, 3], bad[100, 0] = np.nan, np.inf
+    with pytest.raises(ValueError, match="batch 1 contain 2 non-finite"):
+        metrics.collapse_report_streaming(lambda: iter([(h[:60], y[:60]), (bad[60:], y[60:])]), 6)
+    calls = []
+
+    def second_pass_differs():  # finite in pass 1, not in pass 2
+        calls.append(1)
+        return iter([(h if len(calls) == 1 else bad, y)])
+
+    with pytest.raises(ValueError, match="batch 0 contain 2 non-finite"):
+        metrics.collapse_report_streaming(second_pass_differs, 6)
