@@ -207,3 +207,38 @@ def test_streaming_names_a_non_finite_batch():
 
     with pytest.raises(ValueError, match="batch 0 contain 2 non-finite"):
         metrics.collapse_report_streaming(second_pass_differs, 6)
+
+
+def test_readme_accumulator_recipe_runs_and_equals_collapse_report():
+    import os
+    import re
+
+    import flax.linen as nn
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    section = text.split("\n### NC metrics in your own training loop\n", 1)[1].split("\n### ", 1)[0]
+    code = [c for c in re.findall(r"```python\n(.*?)```", section, re.S) if "accumulator(" in c][0]
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x, return_features=False):
+            h = nn.relu(nn.Dense(4)(x)) + x[:, :4]
+            logits = nn.Dense(3, name="head")(h)
+            return (logits, (h,)) if return_features else logits
+
+    rng = np.random.default_rng(5)
+    yb = rng.integers(0, 3, (4, 50)).astype(np.int32)
+    xb = (np.eye(3, 6)[yb] * 3 + rng.normal(size=(4, 50, 6))).astype(np.float32)
+    model = Tiny()
+    variables = model.init(jax.random.key(0), xb[0])
+    scope = {"jax": jax, "nc_jax": __import__("nc_jax"), "model": model, "C": 3, "d": 4}
+    exec(compile(code, "README.md", "exec"), scope)
+    one, rep = scope["eval_nc"](variables, xb, yb)
+    h = model.apply(variables, xb.reshape(200, 6), return_features=True)[1][-1]
+    full = as_np(metrics.collapse_report(h, yb.reshape(200), 3))
+    assert set(rep) == set(full)
+    for k in full:
+        assert_close(rep[k], full[k], rtol=1e-5, atol=1e-6, what=k)
+        if k in one:
+            assert_close(one[k], full[k], rtol=1e-5, atol=1e-6, what=f"one pass {k}")
