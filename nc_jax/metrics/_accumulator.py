@@ -29,7 +29,8 @@ import jax.numpy as jnp
 from nc_jax.metrics._checks import as_float, check_num_classes
 from nc_jax.metrics._measures import (cdnv_from, cos_matrix_from, cos_summary, nc1_from, nc2_from,
                                       nc3_from, report_from, weights_at_unit_scale)
-from nc_jax.metrics._scale import EMPTY_EXP, ldexp, row_exponents, unit_rows
+from nc_jax.metrics._batchscale import batch_row_exponents, batch_scaler, batch_units
+from nc_jax.metrics._scale import EMPTY_EXP, ldexp, unit_rows
 from nc_jax.metrics._stats import (Geometry, Stats1, Stats2, chunk_class_sums, step_rows,
                                    comp_add, divide_rows, geometry, mm, scan_rows,
                                    two_sum)
@@ -88,53 +89,6 @@ def _compsum(pair):
     return pair[0] + pair[1]
 
 
-def _row_exponents(h):
-    """:func:`~nc_jax.metrics._scale.row_exponents`, from a float ``max|h|`` per row when every row
-    has a normal maximum (then ``frexp`` of it is exact); the bit-pattern version otherwise (a
-    row whose maximum is 0 to XLA may be all zero or all subnormal)."""
-    amax = jnp.max(jnp.abs(h), axis=-1, keepdims=True)
-    return jax.lax.cond(jnp.all(amax > 0), lambda: jnp.frexp(amax)[1] - 1,
-                        lambda: row_exponents(h))
-
-
-def _scaler(h, exps, e):
-    """``scale(x, k) = x 2^k`` (``k`` an int array broadcasting against ``x``), exactly as
-    :func:`~nc_jax.metrics._scale.ldexp`, for rows of ``h`` (row exponents ``exps``, common
-    exponent ``e``). Multiplying by two normal powers of two gives the same bits (normal inputs
-    scale exactly; results below the normal range flush to 0 either way) at a fraction of the cost
-    of the bit-pattern arithmetic, unless a subnormal entry, which XLA reads as 0, is scaled up:
-    only then (some exponent < 0 and a subnormal entry present) the bit arithmetic is kept."""
-    itype = jnp.int32 if h.dtype == jnp.float32 else jnp.int64
-
-    def has_subnormal():
-        mag = jax.lax.bitcast_convert_type(h, itype) & jnp.iinfo(itype).max
-        return jnp.any((mag > 0) & (mag < (1 << jnp.finfo(h.dtype).nmant)))
-
-    up = (jnp.min(exps) < 0) | (e < 0)
-    fast = ~jax.lax.cond(up, has_subnormal, lambda: jnp.bool_(False))
-
-    def scale(x, k):
-        def mul():
-            # each factor a normal float; non-zero data never need more (float32: |k| <= 149)
-            lim = 2 * (jnp.finfo(x.dtype).maxexp - 1)
-            k2 = jnp.clip(k, -lim, lim).astype(jnp.int32)
-            a = k2 // 2
-            one = jnp.ones((), x.dtype)
-            return x * jnp.ldexp(one, a).astype(x.dtype) * jnp.ldexp(one, k2 - a).astype(x.dtype)
-
-        return jax.lax.cond(fast, mul, lambda: ldexp(x, k))
-
-    return scale
-
-
-def _units(scale, x, exps):
-    """:func:`~nc_jax.metrics._stats.normalize_rows` of ``x`` with row exponents ``exps``."""
-    nonzero = exps != EMPTY_EXP
-    v = scale(x, -exps)
-    nrm = jnp.linalg.norm(v, axis=-1, keepdims=True)
-    return v / jnp.where(nonzero, nrm, 1)
-
-
 def _check_batch(h, y, d, logits=None, C=None):
     if h.ndim != 2 or h.shape[1] != d:
         raise ValueError(f"features h must have shape (B, {d}) (dim={d}), got {tuple(h.shape)}")
@@ -175,7 +129,7 @@ def update1(C, s: Pass1State, h, y) -> Pass1State:
     h, y = as_float(h).astype(s.ref.dtype), jnp.asarray(y)
     _check_batch(h, y, d)
     n = h.shape[0]
-    exps = _row_exponents(h)
+    exps = batch_row_exponents(h)
     e = jnp.maximum(s.exp, jnp.max(exps))
     s = rescale1(s, e)
     first = jax.ops.segment_min(jnp.arange(n), y, num_segments=C)  # n+ for absent classes
@@ -184,11 +138,11 @@ def update1(C, s: Pass1State, h, y) -> Pass1State:
     ones = jnp.ones((n,), jnp.int32)
     nonzero = (exps[:, 0] != EMPTY_EXP).astype(jnp.int32)
 
-    scale = _scaler(h, exps, e)
+    scale = batch_scaler(h, exps, e)
 
     def body(carry, hc, yc, ec):
         r = scale(hc, -e) - jnp.take(ref, yc, axis=0)
-        u = _units(scale, hc, ec)  # from the unscaled rows: tiny rows keep their direction
+        u = batch_units(scale, hc, ec)  # from the unscaled rows: tiny rows keep their direction
         parts = (r, u, jnp.sum(r * r, axis=1, keepdims=True))
         sums = comp_add(carry[0], jnp.concatenate([chunk_class_sums(p, yc, C) for p in parts], 1))
         scat = carry[1] if carry[1] is None else comp_add(carry[1], mm(r.T, r))
@@ -280,10 +234,10 @@ def update2(C, with_logits, s: Pass2State, h, y, logits=None) -> Pass2State:
         raise ValueError("this second pass was set up with_logits=True: update needs logits (B, C)")
     _check_batch(h, y, d, logits if with_logits else None, C)
     n = h.shape[0]
-    exps = _row_exponents(h)
+    exps = batch_row_exponents(h)
     xs = (h, y, exps) + ((unit_rows(as_float(logits)),) if with_logits else ())
 
-    scale = _scaler(h, exps, ctx.exp)
+    scale = batch_scaler(h, exps, ctx.exp)
 
     def body(carry, hc, yc, ec, *lc):
         (sums, proj, hits, mism) = carry
@@ -291,7 +245,7 @@ def update2(C, with_logits, s: Pass2State, h, y, logits=None) -> Pass2State:
         q = mm(r, ctx.geom.basis.T)  # (K, k) coordinates of h_i - mu_{y_i} in V
         # unit sums only check that pass 2 sees pass 1's data (tolerance 1e-3 per sample):
         # sums of chunk_rows rows, compensated across chunks, are accurate enough
-        u = _units(scale, hc, ec)
+        u = batch_units(scale, hc, ec)
         sums = comp_add(sums, jnp.concatenate(
             [chunk_class_sums(u, yc, C, split=False),
              chunk_class_sums(jnp.sum(r * r, axis=1, keepdims=True), yc, C)], axis=1))
