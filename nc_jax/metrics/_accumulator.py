@@ -8,7 +8,9 @@ NC3, CDNV and NC1. The nearest-class-mean measures (NCC accuracy, NC4) need the 
 first: pass 2 accumulates, given pass 1's geometry, the NC1 projections, within-class sums of
 squares, NCC hits and NC4 mismatches, and gives the full report.
 
-Every float sum is exact to about one rounding at any class size: each batch is processed in
+Every float sum that enters a measure is exact to about one rounding at any class size (pass 2's
+unit-vector sums, only a check that it sees pass 1's data, are plain sums of chunks, compensated
+across chunks): each batch is processed in
 chunks of :func:`~nc_jax.metrics._stats.chunk_rows` rows whose per-class sums are error-free up to
 one rounding (:func:`~nc_jax.metrics._stats.chunk_class_sums`), and chunks and batches are added
 with compensated (TwoSum) accumulation, held as ``(sum, compensation)`` pairs in the state.
