@@ -79,8 +79,131 @@ def mm(a, b):
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-def segsum(x, y, C):
-    return jax.ops.segment_sum(x, y, num_segments=C)
+#: Row counts up to which :func:`segsum` is XLA's plain (sequential) ``segment_sum``, whose
+#: numbers earlier results were computed with; beyond it the exact path below is taken.
+PLAIN_MAX = 1 << 16
+
+
+def segsum(x, y, C, plain_max=PLAIN_MAX):
+    """Per-class sums ``(C, ...)`` of ``x`` (N, ...) for labels ``y`` (N,).
+
+    Integer ``x`` and ``N <= plain_max`` use ``segment_sum``. Its float sum is sequential: the
+    error grows with the class size, and in float32 a sum of ones stops growing at ``2^24``. Larger
+    float inputs go through :func:`exact_segsum` (result correct to about one rounding).
+    """
+    if x.shape[0] <= plain_max or not jnp.issubdtype(x.dtype, jnp.floating):
+        return jax.ops.segment_sum(x, y, num_segments=C)
+    flat = x.reshape(x.shape[0], -1)
+    return exact_segsum(flat, y, C).reshape((C,) + x.shape[1:])
+
+
+def colsum(x):
+    """Column sums of x (N, m); exact as :func:`segsum` beyond ``PLAIN_MAX`` rows."""
+    if x.shape[0] <= PLAIN_MAX:
+        return jnp.sum(x, axis=0)
+    return exact_segsum(x, jnp.zeros(x.shape[0], jnp.int32), 1)[0]
+
+
+def chunk_rows(dtype) -> int:
+    """Rows per chunk of :func:`chunk_class_sums`: ``2^L`` with ``L = min(11, (p+1)//2 - 1)``,
+    ``p`` the mantissa bits (float32: 2048, bfloat16: 8)."""
+    return 1 << min(11, (jnp.finfo(dtype).nmant + 1) // 2 - 1)
+
+
+def step_rows(dtype, m) -> int:
+    """Rows per step of a loop over chunks summing ``m`` columns: whole multiples ``G`` of
+    :func:`chunk_rows` (``G`` a power of two), about 2^20 values a step, so that narrow data
+    does not pay the loop's per-step cost 2^11 rows at a time."""
+    k = chunk_rows(dtype)
+    return k * max(1, 1 << max(0, ((1 << 20) // (k * max(m, 1))).bit_length() - 1))
+
+
+def pairwise_sum(x):
+    """Sum over axis 0 as a balanced tree (error ~ log2(n) roundings, not n)."""
+    while x.shape[0] > 1:
+        if x.shape[0] % 2:
+            x = jnp.concatenate([x, jnp.zeros_like(x[:1])])
+        x = x[0::2] + x[1::2]
+    return x[0]
+
+
+def chunk_class_sums(vals, y, C, split=True):
+    """Per-class column sums (C, m) of ``vals`` (n, m), to about one rounding per
+    :func:`chunk_rows` rows whatever the class size (any n; best a multiple of chunk_rows).
+
+    Rows are taken in chunks of ``K = 2^L = chunk_rows`` rows. Within a chunk each column is split
+    exactly as ``x = hi + lo``: ``hi`` rounded to a multiple of ``q = 2^(E - s)`` (``|x| < 2^E``
+    over the chunk's column, ``s = p - L``, ``p`` mantissa bits), ``lo = x - hi``, ``|lo| <= q/2``.
+    Any partial sum of ``hi`` is a multiple of ``q`` below ``2^(E+L)``, i.e. has at most ``p + 1``
+    significant bits: ``segment_sum`` adds them without rounding. The sum of ``lo`` carries the
+    sequential error, ``2^-s`` times smaller than a plain sum's (the error-free splitting of Ogita,
+    Rump & Oishi 2005, "Accurate sum and dot product", SIAM J. Sci. Comput.). The chunks' sums
+    then meet in a balanced tree. ``split=False`` skips the splitting: plain sums of ``K`` rows,
+    relative error up to ``K eps`` (for checks that need no more).
+    """
+    fi = jnp.finfo(vals.dtype)
+    K = chunk_rows(vals.dtype)
+    s = fi.nmant - (K.bit_length() - 1)
+    n, m = vals.shape
+    G = -(-n // K)
+    if G * K != n:  # zero rows add nothing
+        vals = jnp.concatenate([vals, jnp.zeros((G * K - n, m), vals.dtype)])
+        y = jnp.concatenate([y, jnp.zeros((G * K - n,), y.dtype)])
+    ids = y + C * (jnp.arange(G * K, dtype=y.dtype) // K)
+    if not split:
+        return pairwise_sum(jax.ops.segment_sum(vals, ids, num_segments=G * C).reshape(G, C, m))
+    v = vals.reshape(G, K, m)
+    _, E = jnp.frexp(jnp.max(jnp.abs(v), axis=1, keepdims=True))
+    # clamped so that q and 1/q are normal floats (a tiny or zero column then has hi = 0)
+    E = jnp.clip(E, fi.minexp + s + 1, fi.maxexp - 1)
+    one = jnp.ones((), vals.dtype)
+    hi = (jnp.round(v * jnp.ldexp(one, s - E)) * jnp.ldexp(one, E - s)).reshape(G * K, m)
+    lo = vals - hi
+    part = (jax.ops.segment_sum(hi, ids, num_segments=G * C)
+            + jax.ops.segment_sum(lo, ids, num_segments=G * C))
+    return pairwise_sum(part.reshape(G, C, m))
+
+
+def two_sum(a, b):
+    """``(s, e)`` with ``s = fl(a + b)`` and ``a + b = s + e`` exactly (Knuth's TwoSum)."""
+    s = a + b
+    z = s - a
+    return s, (a - (s - z)) + (b - z)
+
+
+def comp_add(acc, v):
+    """Compensated accumulation: ``acc = (sum, compensation)`` plus ``v``; the value is
+    ``sum + compensation`` (Kahan-Babuska / Neumaier), so the error does not grow with the number
+    of terms."""
+    s, e = two_sum(acc[0], v)
+    return s, acc[1] + e
+
+
+def scan_rows(body, carry, xs, chunk):
+    """``carry = body(carry, *chunk_of_each(xs))`` over consecutive row chunks of the arrays ``xs``
+    (same leading length N): ``lax.scan`` over the full chunks (sliced in place, no copy of the
+    inputs), then one call on the last ``N mod chunk`` rows."""
+    n = xs[0].shape[0]
+    full = n // chunk
+    if full:
+        def step(c, i):
+            return body(c, *(jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk) for x in xs)), None
+
+        carry, _ = jax.lax.scan(step, carry, jnp.arange(full))
+    if n % chunk:
+        carry = body(carry, *(x[full * chunk:] for x in xs))
+    return carry
+
+
+def exact_segsum(x, y, C):
+    """Per-class sums (C, m) of ``x`` (N, m) in ``O(C m)`` extra memory (and one step's rows):
+    steps of :func:`step_rows` rows summed by :func:`chunk_class_sums`, accumulated with
+    :func:`comp_add`.
+    The relative error stays about one float rounding at any N (float32: also past ``2^24``)."""
+    zero = jnp.zeros((C, x.shape[1]), x.dtype)
+    total, comp = scan_rows(lambda acc, xc, yc: comp_add(acc, chunk_class_sums(xc, yc, C)),
+                            (zero, zero), (x, y), step_rows(x.dtype, x.shape[1]))
+    return total + comp
 
 
 def offdiag_mask(C):
@@ -233,7 +356,7 @@ def stats2(h, y, geom: Geometry, C, logits=None) -> Stats2:
         mismatch = jnp.sum(jnp.argmax(logits, axis=1) != pred, dtype=jnp.int32)
     return Stats2(
         counts=segsum(jnp.ones(y.shape, jnp.int32), y, C),
-        proj_sq=jnp.sum(q * q, axis=0),
+        proj_sq=colsum(q * q),
         within_sq=segsum(jnp.sum(r * r, axis=1), y, C),
         ncc_correct=jnp.sum(pred == y, dtype=jnp.int32),
         nc4_mismatch=mismatch,

@@ -6,11 +6,14 @@ at the largest exponent seen so far and, when a batch raises it, rescales what i
 (shifts and sums are linear in ``h``; power-of-two rescaling is exact and commutes with float
 rounding). After pass 1, ``e`` is the exponent of all the data, and pass 2 scales every batch by
 that same ``2^-e``: the result equals the in-memory report up to summation order, at any scale.
+
+The loop itself is a thin driver over :mod:`nc_jax.metrics._accumulator` (pass 1 without the
+``d x d`` scatter matrix, so memory stays ``O(C d)``): it validates each batch, checks that the
+second pass saw the first pass's data, and returns pass 2's report.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,49 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nc_jax.metrics._accumulator import (finalize2_jit, init1_jit, init2_jit, pass2_unit_sums, update1,
+                                         update2)
 from nc_jax.metrics._checks import (
     as_float,
     check_counts,
-    check_features,
+    check_finite,
     check_labels,
     check_logits,
     check_num_classes,
     check_weights,
 )
-from nc_jax.metrics._measures import prepare_weights, report_from, static_C
-from nc_jax.metrics._scale import EMPTY_EXP, ldexp, row_exponents, unit_rows
-from nc_jax.metrics._stats import (
-    Stats1,
-    geometry,
-    merge1,
-    normalize_rows,
-    segsum,
-    stats1,
-    stats2,
-)
-
-
-@static_C
-def _pass1_step(acc: Stats1, exp, h, y, num_classes):
-    """Adds batch ``h`` (B, d) to ``acc`` (kept at scale ``2^-exp``); returns ``(acc', exp')``."""
-    exps = row_exponents(h)
-    e = jnp.maximum(exp, jnp.max(exps))
-    acc = acc._replace(ref=ldexp(acc.ref, exp - e), shifted_sums=ldexp(acc.shifted_sums, exp - e))
-    units = normalize_rows(h, exps)  # from the unscaled rows, like the in-memory report
-    return merge1(acc, stats1(ldexp(h, -e), y, num_classes, units, acc.ref, acc.seen)), e
-
-
-@static_C
-def _pass2_step(h, y, exp, geom, num_classes, logits=None):
-    logits = None if logits is None else unit_rows(logits)  # argmax: one exponent per row
-    return stats2(ldexp(h, -exp), y, geom, num_classes, logits)
-
-
-@static_C
-def _unit_sums_step(h, y, num_classes):
-    """Per-class sums (C, d) of the batch's unit rows, as pass 1 accumulates them."""
-    return segsum(normalize_rows(h, row_exponents(h))[0], y, num_classes)
-
 
 #: How far a class's summed unit vectors may move between the passes, per sample: float32
 #: rounding of the sums stays far below; a loader that yields other features (augmentation,
@@ -68,22 +39,19 @@ def _unit_sums_step(h, y, num_classes):
 PASS_TOLERANCE = 1e-3
 
 
-_geometry_jit = static_C(lambda counts, ref, sums, num_classes: geometry(counts, ref, sums, num_classes))
+
+def _finite(h):
+    # the same row maxima the update computes for the exponents (one pass over h for both);
+    # max propagates NaN
+    return jnp.all(jnp.isfinite(jnp.max(jnp.abs(h), axis=-1, keepdims=True)))
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "has_logits"))
-def _report_from_jit(s1, geom, s2, num_classes, W=None, has_logits=False):
-    return report_from(s1, geom, s2, num_classes, W, has_logits)
-
-
-@jax.jit
-def _add(a, b):
-    return jax.tree_util.tree_map(jnp.add, a, b)
-
-
-def _empty_stats1(C, d, dtype) -> Stats1:
-    zi, zf = jnp.zeros((C,), jnp.int32), jnp.zeros((C, d), dtype)
-    return Stats1(counts=zi, ref=zf, seen=jnp.zeros((C,), bool), shifted_sums=zf, unit_sums=zf, unit_counts=zi)
+# One compiled program per batch shape; the state is donated (updated in place). Each also says
+# whether the batch was finite, which the host checks before trusting the new state.
+_update1 = jax.jit(lambda C, s, h, y: (update1(C, s, h, y), _finite(h)), static_argnums=0,
+                   donate_argnums=1)
+_update2 = jax.jit(lambda C, wl, s, h, y, lg: (update2(C, wl, s, h, y, lg), _finite(h)),
+                   static_argnums=(0, 1), donate_argnums=2)
 
 
 def _unpack_batch(batch, num_classes, d, idx, pass_no):
@@ -92,7 +60,13 @@ def _unpack_batch(batch, num_classes, d, idx, pass_no):
     h = as_float(batch[0])
     y = jnp.asarray(batch[1])
     logits = None if len(batch) == 2 or batch[2] is None else as_float(batch[2])
-    n, d_b = check_features(h, what=f"features h of batch {idx}")
+    what = f"features h of batch {idx}"
+    if h.ndim != 2:
+        raise ValueError(f"{what} must have shape (N, d), got shape {tuple(h.shape)} "
+                         "(use jax.vmap for a leading run axis)")
+    n, d_b = h.shape
+    if n == 0 or d_b == 0:
+        raise ValueError(f"{what} must be non-empty, got shape {tuple(h.shape)}")
     if d is not None and d_b != d:
         raise ValueError(f"shape mismatch: batch {idx} has feature dimension {d_b}, earlier batches {d}")
     check_labels(y, n, num_classes, require_all=False)
@@ -123,12 +97,14 @@ def collapse_report_streaming(
     batch shape, so keep B fixed (a ragged last batch costs one extra compilation).
     """
     C = check_num_classes(num_classes, "collapse_report_streaming")
-    s1, exp, d = None, jnp.int32(EMPTY_EXP), None
+    s1, d = None, None
     for idx, batch in enumerate(batches_fn()):
         h, y, _, d = _unpack_batch(batch, C, d, idx, 1)
         if s1 is None:
-            s1 = _empty_stats1(C, d, h.dtype)
-        s1, exp = _pass1_step(s1, exp, h, y, num_classes=C)
+            s1 = init1_jit(C, d, h.dtype, False)
+        s1, ok = _update1(C, s1, h, y)
+        if not ok:
+            check_finite(h, f"features h of batch {idx}")
     if s1 is None:
         raise ValueError("batches_fn() yielded no batch")
     counts1 = np.asarray(s1.counts)
@@ -136,22 +112,23 @@ def collapse_report_streaming(
     if W is not None:
         W = as_float(W)
         check_weights(W, C, d)
-        W = prepare_weights(W)
-    geom = _geometry_jit(s1.counts, s1.ref, s1.shifted_sums, num_classes=C)
+    units1 = np.asarray(s1.sums[:, d:2 * d], np.float64) + np.asarray(s1.comp[:, d:2 * d], np.float64)
 
-    s2, with_logits, units2 = None, [], None
+    s2, has_logits = None, None
     for idx, batch in enumerate(batches_fn()):
         h, y, logits, _ = _unpack_batch(batch, C, d, idx, 2)
-        with_logits.append(logits is not None)
-        inc = _pass2_step(h, y, exp, geom, num_classes=C, logits=logits)
-        s2 = inc if s2 is None else _add(s2, inc)
-        u = _unit_sums_step(h, y, num_classes=C)
-        units2 = u if units2 is None else units2 + u
+        if s2 is None:
+            has_logits = logits is not None
+            s2 = init2_jit(C, s1)
+        elif has_logits != (logits is not None):
+            raise ValueError("either every batch or no batch must carry logits")
+        s2, ok = _update2(C, has_logits, s2, h, y, logits)
+        if not ok:
+            check_finite(h, f"features h of batch {idx}")
     same = s2 is not None and np.array_equal(np.asarray(s2.counts), counts1)
     if same:
         # the counts alone miss a loader that yields other features for the same labels
-        moved = np.max(np.abs(np.asarray(units2, np.float64) - np.asarray(s1.unit_sums, np.float64)),
-                       axis=1)
+        moved = np.max(np.abs(np.asarray(pass2_unit_sums(s2), np.float64) - units1), axis=1)
         same = bool(np.all(moved <= PASS_TOLERANCE * np.maximum(counts1, 1)))
     if not same:
         raise ValueError(
@@ -159,7 +136,4 @@ def collapse_report_streaming(
             "same batches on every call (an augmenting or reshuffling-to-other-samples loader "
             "gives other features in the second pass)"
         )
-    has_logits = all(with_logits)
-    if any(with_logits) and not has_logits:
-        raise ValueError("either every batch or no batch must carry logits")
-    return _report_from_jit(s1, geom, s2, num_classes=C, W=W, has_logits=has_logits)
+    return finalize2_jit(C, has_logits, s2, W)
