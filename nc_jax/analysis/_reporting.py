@@ -246,16 +246,22 @@ def run_report(state: TrainState, x, y, task: Task, *, layers: bool = False,
     return out
 
 
+#: Keys of the collapse report kept out of the curves recorded during training (they are in the
+#: final report): a mapped run's curves are bit-identical on one device and on several, and XLA
+#: fuses the Gram matrix of `etf_error` differently under `shard_map` (a last-bit change).
+_FINAL_ONLY = frozenset(metrics.REPORT_EXTRA + metrics.WEIGHT_EXTRA + metrics.BIAS_KEYS)
+
+
 def record_fn(task: Task, reporters: Sequence[Reporter] = (collapse,)) -> Callable:
     """`(state, x, y) -> {name: scalar}` for NC during training, inside the compiled loop:
     full-set `loss` and `accuracy` (BN eval mode) and the reporters' keys (default: the
-    collapse report of the last-layer features)."""
+    collapse report of the last-layer features, without the keys in `_FINAL_ONLY`)."""
 
     def record(state: TrainState, x, y) -> Dict[str, jax.Array]:
         v = RunView(task, state, x, y)
         out = _loss_accuracy(task, v.logits, y)
         for rep in reporters:
-            out.update(rep(v))
+            out.update({k: a for k, a in rep(v).items() if k not in _FINAL_ONLY})
         return out
 
     # the checkpoint identity names the recorder by its reporters, never by this module's path
