@@ -163,8 +163,27 @@ def verdict(doc: dict, replicates: int = 2000) -> dict:
             row[k] = float(np.mean(v)) if v else None
             row[k + "_std"] = float(np.std(v)) if v else None
         table.append(row)
-    return {"fits": [product_law_fit(runs, k, replicates) for k in (*MEASURES, "log10_balance")],
+    return {"fits": [dict(product_law_fit(runs, k, replicates), **iso_product_spread(table, k))
+                     for k in (*MEASURES, "log10_balance")],
             "cells": table, "rest_decay": REST_DECAY, "pair_tol": PAIR_TOL}
+
+
+def iso_product_spread(cells, key: str) -> dict:
+    """Along each line of equal product with >= 2 cells, the range (max - min) of the cell means
+    of `key`: the product law says it is seed noise. Returns the largest range, the product where
+    it occurs, and the median over cells of the seed standard deviation, to compare it with."""
+    lines = collections.defaultdict(list)
+    for c in cells:
+        if c.get(key) is not None:
+            lines[round(math.log10(c["product"]) * 2) / 2].append(c[key])
+    ranges = {p: max(v) - min(v) for p, v in lines.items() if len(v) >= 2}
+    stds = [c[key + "_std"] for c in cells if c.get(key + "_std") is not None]
+    if not ranges:
+        return {"iso_range_max": None, "iso_range_at_log10_product": None,
+                "seed_std_median": float(np.median(stds)) if stds else None}
+    p = max(ranges, key=ranges.get)
+    return {"iso_range_max": float(ranges[p]), "iso_range_at_log10_product": p,
+            "seed_std_median": float(np.median(stds)) if stds else None}
 
 
 def _num(x) -> str:
@@ -173,16 +192,21 @@ def _num(x) -> str:
 
 def render(v: dict) -> str:
     lines = ["| measure | a (log10 lambda_H) | b (log10 lambda_W) | a - b [95% interval] | "
-             "R^2 two decays | R^2 product only | product law |", "|---|---|---|---|---|---|---|"]
+             "R^2 two decays | R^2 product only | largest range along a line of equal product "
+             "(log10 product) | median seed std | product law (a = b) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for f in v["fits"]:
         if f["a"] is None:
-            lines.append(f"| {f['key']} | — | — | — | — | — | too few runs ({f['runs']}) |")
+            lines.append(f"| {f['key']} | — | — | — | — | — | — | — | too few runs ({f['runs']}) |")
             continue
         ci = "—" if f["a_minus_b_95"] is None else "[{:+.4f}, {:+.4f}]".format(*f["a_minus_b_95"])
         law = {None: "— (one seed per cell)", True: "consistent",
                False: "**rejected**"}[f["product_law_holds"]]
+        rng = "—" if f.get("iso_range_max") is None else \
+            f"{f['iso_range_max']:.3f} ({f['iso_range_at_log10_product']:g})"
         lines.append(f"| {f['key']} | {f['a']:+.4f} | {f['b']:+.4f} | {f['a_minus_b']:+.4f} {ci} | "
-                     f"{_num(f['r2_both'])} | {_num(f['r2_product_only'])} | {law} |")
+                     f"{_num(f['r2_both'])} | {_num(f['r2_product_only'])} | {rng} | "
+                     f"{_num(f.get('seed_std_median'))} | {law} |")
     lines += ["", "| lambda_H | lambda_W | product | seeds (100%) | min_intra | max_inter | "
               f"pairs within {PAIR_TOL} | alpha beta | UFM alpha beta* | log10 balance |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -73,3 +73,12 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert len(v["cells"]) == 4 and all(c["seeds"] == 2 for c in v["cells"])
     assert os.path.getsize(os.path.join(out, "product_law.png")) > 0
     assert "| min_intra |" in open(os.path.join(out, "product_law.md")).read()
+
+
+def test_iso_product_spread_by_hand():
+    cells = [{"product": 1e-6, "min_intra": v, "min_intra_std": sd}
+             for v, sd in ((0.7, 0.01), (0.9, 0.03), (0.8, 0.02))]
+    cells.append({"product": 1e-4, "min_intra": 0.95, "min_intra_std": 0.02})  # a line of one cell
+    s = pl.iso_product_spread(cells, "min_intra")
+    assert s["iso_range_max"] == pytest.approx(0.2) and s["iso_range_at_log10_product"] == -6.0
+    assert s["seed_std_median"] == pytest.approx(0.02)
