@@ -1,5 +1,5 @@
-"""Joining the results of presets that were split by group (so that each trains within one
-working session) into one results document and its figures: `merge_results`, and the `merge`
+"""Joining the results of presets that were split by group (so that each trains within an hour
+on a small CPU) into one results document and its figures: `merge_results`, and the `merge`
 subcommand of every experiment's command line (`python experiments/<script>.py merge ...`)."""
 from __future__ import annotations
 
