@@ -123,15 +123,13 @@ def sensitivity(runs, replicates=2000) -> list:
     """Conjecture 3.1.1 per group under every filter of FILTERS: worst-seed eps*, the verdict at
     each tolerance of TOLERANCES, and the mean-curve eps* with its bootstrap interval."""
     rows = []
-    groups = sorted({g for g, _ in _gap_cells(runs, min(FILTERS))})
-    for g in groups:
+    cells = {f: _gap_cells(runs, f) for f in FILTERS}  # once per filter, not per group
+    for g in sorted({g for g, _ in cells[min(FILTERS)]}):
         for f in FILTERS:
-            per_seed = [max(eps_star_by_wd(p).values()) for (gg, _), p in
-                        _gap_cells(runs, f).items() if gg == g]
-            worst = max(per_seed) if per_seed else None
+            mine = [p for (gg, _), p in cells[f].items() if gg == g]
+            worst = max((max(eps_star_by_wd(p).values()) for p in mine), default=None)
             point, lo, hi, n = mean_curve_eps(runs, g, f, replicates)
-            rows.append({"group": g, "min_accuracy": f, "runs": sum(
-                len(p) for (gg, _), p in _gap_cells(runs, f).items() if gg == g),
+            rows.append({"group": g, "min_accuracy": f, "runs": sum(len(p) for p in mine),
                 "eps_star": worst, "holds": {t: None if worst is None else worst <= t
                                              for t in TOLERANCES},
                 "mean_curve_eps_star": point, "bootstrap_95": None if lo is None else [lo, hi],

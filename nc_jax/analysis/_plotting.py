@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nc_jax._files import save_figure  # noqa: E402
+from nc_jax.analysis._pairs import pair_cosines, pair_fraction  # noqa: E402
 
 BN_STYLE = {"affine": ("tab:blue", "affine BN"), "plain": ("tab:orange", "non-affine BN"),
             "none": ("tab:green", "no BN")}
@@ -258,7 +259,6 @@ def plot_pairs(runs: List[dict], path: str, num_classes: int = 10, tol: float = 
     `cosine_matrix`: left, the 10% / 50% / 90% quantiles of the C(C-1)/2 inter-class cosines
     (pooled over the seeds that did not fail; the band spans 10-90%) against -1/(C-1); right,
     the fraction of pairs within `tol` of -1/(C-1) (mean +- std over seeds)."""
-    from nc_jax.analysis._pairs import pair_cosines, pair_fraction
     cells = collections.defaultdict(list)
     for r in runs:
         if r.get("cosine_matrix") is not None and not failed(r, num_classes):
