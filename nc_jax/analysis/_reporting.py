@@ -192,7 +192,12 @@ def per_layer(v: RunView) -> Dict[str, jax.Array]:
     accuracy) survives: `layer_train_<key>` is the same report with BN in train mode (whole-set
     statistics instead of running averages), `layer_{eval,train}_centered_<cos key>` the cosine
     measures after removing the global mean mu_G, and `layer_{eval,train}_nc1_trace`
-    tr(Sigma_W) / tr(Sigma_B)."""
+    tr(Sigma_W) / tr(Sigma_B).
+
+    Why max inter rises there: `layer_spectrum` (L, C) the singular values of the centred
+    class-mean matrix over the largest, `layer_effective_rank` its entropy effective rank (C - 1
+    for a simplex ETF), `layer_raw_effective_rank` that of the uncentred class means
+    (`metrics.class_mean_spectrum`)."""
     C = v.num_classes
     feats = {"eval": [_flat(f) for f in v.eval[1]], "train": [_flat(f) for f in v.train_features]}
     lw = metrics.layerwise(feats["eval"], v.y, C)
@@ -208,6 +213,15 @@ def per_layer(v: RunView) -> Dict[str, jax.Array]:
         out.update({f"layer_{mode}_centered_{k}": jnp.stack([c[k] for c in cos])
                     for k in cos[0]})
         out[f"layer_{mode}_nc1_trace"] = jnp.stack([_nc1_trace(f, v.y, C) for f in fs])
+    # how many directions the class means span per layer (BN eval mode): the singular values of
+    # the centred class-mean matrix over the largest, and the effective rank of the centred and
+    # of the raw class means (the raw ones are what the uncentred cosines see)
+    spec = [metrics.class_mean_spectrum(f, v.y, C) for f in feats["eval"]]
+    out["layer_spectrum"] = jnp.stack([s["spectrum"] for s in spec])
+    out["layer_effective_rank"] = jnp.stack([s["effective_rank"] for s in spec])
+    out["layer_raw_effective_rank"] = jnp.stack(
+        [metrics.class_mean_spectrum(f, v.y, C, center=False)["effective_rank"]
+         for f in feats["eval"]])
     G = metrics.cosine_similarity_matrix(v.logits, v.y, C)
     off = ~jnp.eye(C, dtype=bool)
     out.update(output_min_intra=jnp.min(jnp.diag(G)), output_mean_intra=jnp.mean(jnp.diag(G)),

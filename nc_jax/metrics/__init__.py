@@ -85,8 +85,9 @@ from nc_jax.metrics import _measures as _k
 from nc_jax.metrics._checks import (as_float, check_features, check_labels, check_num_classes,
                                      is_tracer, prepare)
 from nc_jax.metrics._more_api import (BIAS_KEYS, REPORT_EXTRA, WEIGHT_EXTRA, bias_collapse, bias_report,
-                                      class_distances, etf_error, nc1_quotient, nc3_dot_var, nc5,
-                                      ncc_agreement, self_duality_error, uniformity)
+                                      class_distances, class_mean_spectrum, etf_error, nc1_quotient,
+                                      nc3_dot_var, nc5, ncc_agreement, self_duality_error,
+                                      uniformity)
 from nc_jax.metrics._accumulator import accumulator
 from nc_jax.metrics._streaming import collapse_report_streaming
 from nc_jax.metrics._checked import checked
@@ -96,7 +97,7 @@ __all__ = [
     "ncc_predict_centers", "nc4", "cdnv", "collapse_report", "layerwise", "effective_depth",
     "collapse_report_streaming", "REPORT_KEYS", "WEIGHT_KEYS", "LOGIT_KEYS", "BIAS_KEYS",
     "nc1_quotient", "etf_error", "self_duality_error", "nc3_dot_var", "bias_collapse",
-    "class_distances", "uniformity", "ncc_agreement", "nc5", "checked", "accumulator",
+    "class_distances", "class_mean_spectrum", "uniformity", "ncc_agreement", "nc5", "checked", "accumulator",
 ]
 
 #: Keys of :func:`collapse_report` that need only ``(h, y)``.

@@ -161,6 +161,26 @@ def etf_errors_jit(h, y, W, num_classes, global_mean_kind, with_w):
     return out
 
 
+def spectrum_from(A):
+    """``(s / s_1, erank)`` of the (C, d) matrix ``A``: its singular values s_1 >= s_2 >= ...
+    divided by the largest (length min(C, d), padded with zeros to C), and the entropy effective
+    rank ``exp(-sum_i p_i log p_i)``, ``p_i = s_i / sum_j s_j`` (Roy & Vetterli 2007). Both are
+    invariant to the scale of ``A``; ``A = 0`` gives zeros."""
+    C = A.shape[0]
+    s = jnp.linalg.svd(_max_scaled(A), compute_uv=False)
+    total = jnp.sum(s)
+    p = s / jnp.where(total > 0, total, 1)
+    ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1)), 0))
+    erank = jnp.where(total > 0, jnp.exp(ent), 0)
+    return jnp.pad(s / jnp.where(s[0] > 0, s[0], 1), (0, C - s.shape[0])), erank
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "global_mean_kind", "center"))
+def spectrum_jit(h, y, num_classes, global_mean_kind, center):
+    _, means, mu_g = means_and_center(h, y, num_classes, global_mean_kind)
+    return spectrum_from(means - mu_g if center else means)
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "global_mean_kind"))
 def quotient_jit(h, y, num_classes, global_mean_kind):
     counts, means, mu_g = means_and_center(h, y, num_classes, global_mean_kind)

@@ -135,6 +135,25 @@ def class_distances(h, y, num_classes: int, *, global_mean: str = "class") -> ja
     return _more.class_distances_jit(hu, e, y, num_classes=C, global_mean_kind=kind)
 
 
+def class_mean_spectrum(h, y, num_classes: int, *, center: bool = True,
+                        global_mean: str = "class") -> dict[str, jax.Array]:
+    """The singular spectrum of the class-mean matrix: how many well-separated directions the
+    classes span. With ``center=True`` the matrix is ``M`` (rows ``mu_c - mu_G``), else the raw
+    class means (rows ``mu_c``, what uncentred cosines see).
+
+    Returns ``spectrum`` (C,): the singular values ``s_1 >= s_2 >= ...`` divided by ``s_1``
+    (min(C, d) of them, then zeros), and ``effective_rank``: ``exp(-sum_i p_i log p_i)`` with
+    ``p_i = s_i / sum_j s_j`` (Roy & Vetterli 2007, "The effective rank"). A simplex ETF has
+    ``C - 1`` equal singular values and a zero one (rows of ``M`` sum to 0): spectrum
+    ``(1, ..., 1, 0)``, effective rank ``C - 1``; means on fewer directions give a lower rank.
+    Both are invariant to ``h -> s h``."""
+    h, y, C, _, _ = prepare(h, y, num_classes, func="class_mean_spectrum")
+    kind = check_choice(global_mean, GLOBAL_MEANS, "global_mean")
+    spectrum, erank = _more.spectrum_jit(_k.prepare_scale(h), y, num_classes=C,
+                                         global_mean_kind=kind, center=bool(center))
+    return {"spectrum": spectrum, "effective_rank": erank}
+
+
 def uniformity(h, y, num_classes: int, *, kernel: str = "log", s=None,
                global_mean: str = "class") -> dict[str, jax.Array]:
     """Hyperspherical-uniformity statistics of the normalised centred means ``u_c = m_c/||m_c||``

@@ -217,6 +217,16 @@ def test_per_layer_modes_against_numpy():
             tr_w = np.mean(np.sum((f - mu[y]) ** 2, 1))
             tr_b = np.mean(np.sum((mu - mu.mean(0)) ** 2, 1))
             np.testing.assert_allclose(rep[f"layer_{mode}_nc1_trace"][l], tr_w / tr_b, rtol=1e-3)
+            if mode == "eval":
+                # the class means' spectrum: singular values over the largest, entropy rank
+                for key, A in (("", mu - mu.mean(0)), ("raw_", mu)):
+                    sv = np.linalg.svd(A, compute_uv=False)
+                    p = sv / sv.sum()
+                    np.testing.assert_allclose(rep[f"layer_{key}effective_rank"][l],
+                                               np.exp(-np.sum(p * np.log(p))), rtol=1e-3)
+                    if not key:
+                        np.testing.assert_allclose(rep["layer_spectrum"][l], sv / sv[0],
+                                                   rtol=1e-3, atol=1e-4)
         G = _np_cos_matrix(train_feats[0], y, C)
         np.testing.assert_allclose(rep["layer_train_min_intra"][0], np.diag(G).min(),
                                    rtol=1e-3, atol=1e-4)
