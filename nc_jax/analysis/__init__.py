@@ -10,14 +10,15 @@ from nc_jax.analysis._plotting import (BN_STYLE, LAYER_MODES, failed, plot_depth
                                        plot_layer_modes, plot_pairs, plot_theorem, plot_training_curves,
                                        plot_wd_bn, seed_stats)
 from nc_jax.analysis._reporting import (CONVERGED_ACCURACY, DEFAULT_REPORTERS,
-                                        EFFECTIVE_DEPTH_EPS, RunView, collapse, cosine_matrix,
-                                        loss_accuracy, per_layer, prop221, py,
+                                        EFFECTIVE_DEPTH_EPS, LAYER_REPORTERS, RunView, collapse,
+                                        cosine_matrix, layer_spectrum, loss_accuracy, per_layer,
+                                        prop221, py,
                                         record_fn, run_report, sweep_reports, theorem_bounds,
                                         theory_quantities)
 
 __all__ = [
     "BN_STYLE", "CONVERGED_ACCURACY", "EFFECTIVE_DEPTH_EPS", "LAYER_MODES", "RunView", "analyse",
-    "DEFAULT_REPORTERS", "collapse", "cosine_matrix", "failed", "heldout_report", "heldout_runs", "heldout_values", "loss_accuracy",
+    "DEFAULT_REPORTERS", "LAYER_REPORTERS", "collapse", "layer_spectrum", "cosine_matrix", "failed", "heldout_report", "heldout_runs", "heldout_values", "loss_accuracy",
     "ncc_train_means_reporter", "pair_cosines", "pair_fraction", "pair_quantiles", "per_layer", "plot_depth", "plot_groups", "plot_layer_modes", "plot_pairs",
     "plot_theorem", "plot_training_curves", "plot_wd_bn", "prop221", "py", "record_fn",
     "run_report", "seed_stats", "simplex_cosine", "sweep_reports", "theorem_bounds", "theory", "theory_quantities",

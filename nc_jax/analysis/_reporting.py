@@ -8,7 +8,7 @@ over runs by the callers, so the same code serves one run or a whole sweep.
 
 Reporters (default order): `loss_accuracy`, `collapse`, `theory_quantities` and
 `theorem_bounds` (cross-entropy only), `prop221` (models whose last feature is a BN output),
-`per_layer` (with `layers=True`).
+`per_layer` and `layer_spectrum` (with `layers=True`).
 """
 from __future__ import annotations
 
@@ -192,12 +192,7 @@ def per_layer(v: RunView) -> Dict[str, jax.Array]:
     accuracy) survives: `layer_train_<key>` is the same report with BN in train mode (whole-set
     statistics instead of running averages), `layer_{eval,train}_centered_<cos key>` the cosine
     measures after removing the global mean mu_G, and `layer_{eval,train}_nc1_trace`
-    tr(Sigma_W) / tr(Sigma_B).
-
-    Why max inter rises there: `layer_spectrum` (L, C) the singular values of the centred
-    class-mean matrix over the largest, `layer_effective_rank` its entropy effective rank (C - 1
-    for a simplex ETF), `layer_raw_effective_rank` that of the uncentred class means
-    (`metrics.class_mean_spectrum`)."""
+    tr(Sigma_W) / tr(Sigma_B). `layer_spectrum` adds the class means' spectrum."""
     C = v.num_classes
     feats = {"eval": [_flat(f) for f in v.eval[1]], "train": [_flat(f) for f in v.train_features]}
     lw = metrics.layerwise(feats["eval"], v.y, C)
@@ -213,21 +208,26 @@ def per_layer(v: RunView) -> Dict[str, jax.Array]:
         out.update({f"layer_{mode}_centered_{k}": jnp.stack([c[k] for c in cos])
                     for k in cos[0]})
         out[f"layer_{mode}_nc1_trace"] = jnp.stack([_nc1_trace(f, v.y, C) for f in fs])
-    # how many directions the class means span per layer (BN eval mode): the singular values of
-    # the centred class-mean matrix over the largest, and the effective rank of the centred and
-    # of the raw class means (the raw ones are what the uncentred cosines see)
-    spec = [metrics.class_mean_spectrum(f, v.y, C) for f in feats["eval"]]
-    out["layer_spectrum"] = jnp.stack([s["spectrum"] for s in spec])
-    out["layer_effective_rank"] = jnp.stack([s["effective_rank"] for s in spec])
-    out["layer_raw_effective_rank"] = jnp.stack(
-        [metrics.class_mean_spectrum(f, v.y, C, center=False)["effective_rank"]
-         for f in feats["eval"]])
     G = metrics.cosine_similarity_matrix(v.logits, v.y, C)
     off = ~jnp.eye(C, dtype=bool)
     out.update(output_min_intra=jnp.min(jnp.diag(G)), output_mean_intra=jnp.mean(jnp.diag(G)),
                output_max_inter=jnp.max(jnp.where(off, G, -jnp.inf)),
                output_mean_inter=jnp.sum(jnp.where(off, G, 0.0)) / off.sum())
     return out
+
+
+def layer_spectrum(v: RunView) -> Dict[str, jax.Array]:
+    """How many directions the class means of each layer span (BN eval mode;
+    `metrics.class_mean_spectrum`): `layer_spectrum` (L, C) the singular values of the centred
+    class-mean matrix over the largest, `layer_effective_rank` (L,) its entropy effective rank
+    (C - 1 for a simplex ETF), `layer_raw_effective_rank` (L,) that of the uncentred class means
+    (what the uncentred cosines see). Part of the per-layer report (`layers=True`)."""
+    spec = [(metrics.class_mean_spectrum(_flat(f), v.y, v.num_classes),
+             metrics.class_mean_spectrum(_flat(f), v.y, v.num_classes, center=False))
+            for f in v.eval[1]]
+    return {"layer_spectrum": jnp.stack([c["spectrum"] for c, _ in spec]),
+            "layer_effective_rank": jnp.stack([c["effective_rank"] for c, _ in spec]),
+            "layer_raw_effective_rank": jnp.stack([r["effective_rank"] for _, r in spec])}
 
 
 def cosine_matrix(v: RunView) -> Dict[str, jax.Array]:
@@ -240,11 +240,13 @@ def cosine_matrix(v: RunView) -> Dict[str, jax.Array]:
 
 DEFAULT_REPORTERS: tuple = (loss_accuracy, collapse, cosine_matrix, theory_quantities,
                              theorem_bounds, prop221)
+#: The per-layer report (`layers=True`).
+LAYER_REPORTERS: tuple = (per_layer, layer_spectrum)
 
 
 # built-in reporters are named by their function names in checkpoint identities
 for _reporter in (loss_accuracy, collapse, cosine_matrix, theory_quantities, theorem_bounds,
-                  prop221, per_layer):
+                  prop221, per_layer, layer_spectrum):
     _reporter.nc_jax_name = _reporter.__name__
 
 
@@ -252,10 +254,10 @@ def run_report(state: TrainState, x, y, task: Task, *, layers: bool = False,
                reporters: Sequence[Reporter] = DEFAULT_REPORTERS) -> Dict[str, jax.Array]:
     """Everything the experiments report for one trained run (whole training set, BN in eval
     mode unless a reporter says otherwise): the union of the reporters' dicts, plus the per-layer
-    reporter with `layers=True`."""
+    reporters `LAYER_REPORTERS` with `layers=True`."""
     v = RunView(task, state, x, y)
     out: Dict[str, jax.Array] = {}
-    for rep in tuple(reporters) + ((per_layer,) if layers else ()):
+    for rep in tuple(reporters) + (LAYER_REPORTERS if layers else ()):
         out.update(rep(v))
     return out
 
@@ -292,12 +294,12 @@ def sweep_reports(states: TrainState, x, y, task: Task, *, layers: bool = False,
     deep, wide sweep never holds every run's full-set activations at once. A host loop over runs
     rather than `lax.map`: `lax.map` around the per-layer report (eigendecompositions inside a
     loop) was seen to deadlock XLA:CPU's thread pool on a 2-core machine (15-layer sweep).
-    The per-layer report is a program of its own, so asking for it changes no other number
+    Each per-layer reporter is a program of its own, so asking for it changes no other number
     (one program for both let XLA fuse them differently: a last-bit change of rms_train).
     """
     k = int(np.shape(jax.tree.leaves(states.step)[0])[0])
     step = max(1, min(int(batch_size), k))
-    programs = [tuple(reporters)] + ([(per_layer,)] if layers else [])
+    programs = [tuple(reporters)] + ([(r,) for r in LAYER_REPORTERS] if layers else [])
     out: Dict[str, np.ndarray] = {}
     for reps in programs:
         fn = functools.partial(run_report, x=x, y=y, task=task, layers=False, reporters=reps)

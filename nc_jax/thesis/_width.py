@@ -6,9 +6,10 @@ WD 5e-4 to 3e-3, `fig3_3`). Two readings: the class means of those layers span f
 well-separated directions (a rank deficit a wider layer might not need), or the rise is the
 common mean mu_G that uncentred cosines see. This experiment trains the 15-layer network at
 widths 128 / 256 / 512 at one weight decay (`WIDTH_WD`, where the rise is largest among the
-runs that fit every sample), 3 seeds each, and records per layer (`analysis.per_layer`): max
-inter uncentred and centred, the singular spectrum of the centred class-mean matrix and its
-effective rank (C - 1 for a simplex ETF), and that of the raw class means. A 6-layer MLP
+runs that fit every sample), 3 seeds each, and records per layer (`analysis.per_layer`,
+`analysis.layer_spectrum`): max inter uncentred and centred, the singular spectrum of the
+centred class-mean matrix and its effective rank (C - 1 for a simplex ETF), and that of the raw
+class means. A 6-layer MLP
 without BN at the same WD gives the centred cosines of a network whose features are post-ReLU
 (every uncentred cosine >= 0 by construction).
 
