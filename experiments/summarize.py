@@ -9,7 +9,9 @@ A key `layers[i].<name>` reads a per-layer measure of runs analysed with layers 
 the global mean removed); `max(layers.<name>)` / `min(layers.<name>)` its extreme over the
 layers, e.g. `max(layers.max_inter)` (Figure 3.3's mid-layer rise). `pairs_within(T)` is the
 fraction of class pairs whose cosine is within T of -1/(C-1) (Theorem 2.3.1's 1 - delta, from the
-run's `cosine_matrix`), `pairs_quantile(Q)` the Q-quantile of the pair cosines.
+run's `cosine_matrix`), `pairs_quantile(Q)` the Q-quantile of the pair cosines. `eps_over_m`
+is the relative loss gap loss_gap / min_loss = (L - m) / m of Theorem 2.3.1, `alpha_beta` the
+product alpha_aug * beta_aug it is computed at.
 """
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ _PAIRS = re.compile(r"pairs_(within|quantile)\(([0-9.eE+-]+)\)$")
 def value(run: dict, key: str):
     """run[key]; for `layers[i].<name>` the measure <name> of layer i; for `max(layers.<name>)`
     / `min(layers.<name>)` its extreme over the layers (None when absent)."""
+    if key in ("eps_over_m", "alpha_beta"):
+        a, b = ((run.get("loss_gap"), run.get("min_loss")) if key == "eps_over_m"
+                else (run.get("alpha_aug"), run.get("beta_aug")))
+        if a is None or b is None:
+            return None
+        return a / b if key == "eps_over_m" else a * b
     m = _PAIRS.match(key)
     if m is not None:
         G = run.get("cosine_matrix")

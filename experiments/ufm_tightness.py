@@ -3,6 +3,7 @@ with every committed trained network placed on the same axes.
 
     python experiments/ufm_tightness.py --preset quick     # < 2 min on a 2-core CPU
     python experiments/ufm_tightness.py --preset paper --out experiments/results/ufm/paper
+    python experiments/ufm_tightness.py --preset paper-peeled --out experiments/results/ufm/paper-peeled
 
 What it computes (nc_jax.ufm, nc_jax.ufm.tightness; method and caveats in docs/ufm.md):
   1. frontier: for each alpha beta of a grid and a ladder of relative gaps r = eps/m, the worst
@@ -36,6 +37,9 @@ TAUS, plot_all = plots.TAUS, plots.plot_all
 NAME = "ufm_tightness"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ALL_SOURCES = ["fig3_1/paper", "fig3_3/paper", "fig3_3/paper-seeds", "real_data/paper", "data_complexity/paper"]
+#: The theorem's own network (no head bias, no last shift: its cosines are those of the model's
+#: features exactly) at the thesis' WDs and at large WD, beside the bias-folded Figure 3.1 runs.
+PEELED_SOURCES = ["fig3_1/paper", "fig3_1/paper-peeled", "fig3_1/paper-peeled-large"]
 
 PRESETS = {
     # coarse grid, fig3_1 networks only: the whole pipeline in about a minute
@@ -55,6 +59,9 @@ PRESETS = {
                   # the grid frontier again with another seed, 2x the steps and n = 10 per class
                   robustness=dict(seed=1, level_steps=600, n_per_class=10)),
 }
+# the paper grid with the peeled runs placed on it (no robustness rerun: `paper` has it)
+PRESETS["paper-peeled"] = dict({k: v for k, v in PRESETS["paper"].items() if k != "robustness"},
+                               network_sources=PEELED_SOURCES)
 
 
 def load_networks(sources, C):
@@ -199,8 +206,15 @@ def run(cfg, out_dir):
             p[f"log10_net_over_force_{tg}"] = float(np.log10(p["eps"] / ef)) if ef and np.isfinite(ef) else None
             p[f"log10_force_over_theorem_{tg}"] = (float(np.log10(ef) - p[f"log10_eps_theorem_{tg}"])
                                                    if ef and np.isfinite(ef) else None)
+    by_source = {src: dict(
+        n=sum(p["source"] == src for p in nets),
+        **{f"below_frontier_{tg}": int(sum(p[f"below_frontier_{tg}"] for p in nets if p["source"] == src))
+           for tg in ("intra", "inter")},
+        **{k: med(k, lambda p, s=src: p["source"] == s)
+           for k in ("alpha_beta", "log10_rel_gap", "log10_bound_intra", "log10_net_over_force_intra",
+                     "log10_force_over_theorem_intra")}) for src in dict.fromkeys(p["source"] for p in nets)}
     summary = dict(
-        curves=curves,
+        curves=curves, by_source=by_source,
         networks=dict(n=len(nets), alpha_beta=med("alpha_beta"),
                       log10_rel_gap=med("log10_rel_gap"), log10_eps=med("log10_eps"),
                       below_frontier_intra=int(sum(p["below_frontier_intra"] for p in nets)),

@@ -14,7 +14,9 @@ from nc_jax.ufm import _tightness as T
 TAUS = (0.01, 0.1)
 
 SOURCE_MARKERS = {"fig3_1/paper": "o", "fig3_3/paper": "s", "fig3_3/paper-seeds": "s",
-                  "real_data/paper": "^", "data_complexity/paper": "D"}
+                  "real_data/paper": "^", "data_complexity/paper": "D",
+                  # the theorem's own network: exact cosines, no bias folded in
+                  "fig3_1/paper-peeled": "P", "fig3_1/paper-peeled-large": "*"}
 
 
 def _colors(values):

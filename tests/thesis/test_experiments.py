@@ -234,6 +234,16 @@ def test_summary_table_reads_per_layer_measures():
     assert "| g | 0.001 | 3/3 | 9.000 ± 0.000 | 0.500 ± 0.250 | — |" in table
 
 
+def test_summary_table_relative_gap_and_alpha_beta_by_hand():
+    summ = _load("summarize")
+    runs = [{"group": "peeled", "weight_decay": 1e-2, "converged": True, "loss_gap": g,
+             "min_loss": 0.1, "alpha_aug": 3.0, "beta_aug": b} for g, b in ((0.2, 2.0), (0.4, 4.0))]
+    runs.append({"group": "peeled", "weight_decay": 1e-2, "converged": True})  # no gap: skipped
+    table = summ.summary_table(runs, keys=("eps_over_m", "alpha_beta"))
+    # eps / m = 2 and 4, alpha beta = 6 and 12: mean ± std over the two runs that have them
+    assert "| peeled | 0.01 | 3/3 | 3.000 ± 1.000 | 9.000 ± 3.000 |" in table
+
+
 def test_summary_table_all_runs_keeps_unconverged_but_not_failed():
     summ = _load("summarize")
     runs = [{"group": "affine", "weight_decay": 1e-3, "converged": c, "min_intra": v,
