@@ -87,7 +87,7 @@ def summary(doc) -> dict:
     for r in runs:
         groups.setdefault(label(r), []).append(r)
     rows = []
-    peaks, widths = [], []
+    peaks, widths, ranks = [], [], []
     for g, rs in groups.items():
         L = len(rs[0]["layers"])
         # the last two layers are where the network separates the classes for the head; the
@@ -113,9 +113,10 @@ def summary(doc) -> dict:
         if rs[0]["bn"] != "none":
             peaks += peak_raw
             widths += [row["width"]] * len(rs)
-    rho = _spearman(widths, peaks)
-    return {"weight_decay": WIDTH_WD, "groups": rows, "spearman_peak_vs_width": rho,
-            "runs": len(peaks)}
+            ranks += [float(e[a]) for e, a in zip(er, at)]
+    return {"weight_decay": WIDTH_WD, "groups": rows, "runs": len(peaks),
+            "spearman_peak_vs_width": _spearman(widths, peaks),
+            "spearman_peak_vs_effective_rank": _spearman(ranks, peaks)}
 
 
 def _ms(v) -> list:
@@ -148,9 +149,11 @@ def render(s: dict) -> str:
             f"{f(r['peak_centered_max_inter'])} | {f(r['effective_rank_at_peak'], 2)} | "
             f"{f(r['min_effective_rank'], 2)} | {f(r['last_effective_rank'], 2)} | "
             f"{f(r['last_max_inter'])} / {f(r['last_centered_max_inter'])} |")
-    if s["spearman_peak_vs_width"] is not None:
-        lines += ["", f"Spearman correlation of the raw peak with width over the {s['runs']} BN "
-                      f"runs: {s['spearman_peak_vs_width']:+.2f}."]
+    rho = {k: "—" if s[k] is None else f"{s[k]:+.2f}"
+           for k in ("spearman_peak_vs_width", "spearman_peak_vs_effective_rank")}
+    lines += ["", f"Spearman correlation of the raw peak over the {s['runs']} BN runs: with width "
+                  f"{rho['spearman_peak_vs_width']}, with the effective rank at the peak's layer "
+                  f"{rho['spearman_peak_vs_effective_rank']}."]
     return "\n".join(lines)
 
 

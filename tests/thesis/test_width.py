@@ -37,6 +37,8 @@ def test_summary_finds_the_mid_layer_peak_and_its_rank():
     assert g["no BN, depth 3, width 256"]["peak_max_inter"] == pytest.approx([0.1, 0.0])
     # peaks (0.6, 0.5) at width 128, 0.2 at 512; the no-BN run is left out: ranks by hand
     assert s["runs"] == 3 and s["spearman_peak_vs_width"] == pytest.approx(-np.sqrt(3) / 2)
+    # effective ranks at the peaks: 5, 6, 8 against peaks 0.6, 0.5, 0.2: reversed order
+    assert s["spearman_peak_vs_effective_rank"] == pytest.approx(-1.0)
 
 
 def test_spearman_by_hand_and_without_spread():
