@@ -11,7 +11,8 @@ layers, e.g. `max(layers.max_inter)` (Figure 3.3's mid-layer rise). `pairs_withi
 fraction of class pairs whose cosine is within T of -1/(C-1) (Theorem 2.3.1's 1 - delta, from the
 run's `cosine_matrix`), `pairs_quantile(Q)` the Q-quantile of the pair cosines. `eps_over_m`
 is the relative loss gap loss_gap / min_loss = (L - m) / m of Theorem 2.3.1, `alpha_beta` the
-product alpha_aug * beta_aug it is computed at.
+product alpha_aug * beta_aug it is computed at; `log10(<key>)` the base-10 logarithm of any of
+these (None unless positive), e.g. `log10(eps_over_m)`.
 """
 from __future__ import annotations
 
@@ -29,11 +30,16 @@ from nc_jax.runs import load_results
 _LAYER_KEY = re.compile(r"layers\[(-?\d+)\]\.(\w+)$")
 _OVER_LAYERS = re.compile(r"(max|min)\(layers\.(\w+)\)$")
 _PAIRS = re.compile(r"pairs_(within|quantile)\(([0-9.eE+-]+)\)$")
+_LOG10 = re.compile(r"log10\((.+)\)$")
 
 
 def value(run: dict, key: str):
     """run[key]; for `layers[i].<name>` the measure <name> of layer i; for `max(layers.<name>)`
     / `min(layers.<name>)` its extreme over the layers (None when absent)."""
+    m = _LOG10.match(key)
+    if m is not None:
+        v = value(run, m.group(1))
+        return float(np.log10(v)) if v is not None and v > 0 else None
     if key in ("eps_over_m", "alpha_beta"):
         a, b = ((run.get("loss_gap"), run.get("min_loss")) if key == "eps_over_m"
                 else (run.get("alpha_aug"), run.get("beta_aug")))

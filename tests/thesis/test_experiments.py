@@ -242,6 +242,9 @@ def test_summary_table_relative_gap_and_alpha_beta_by_hand():
     table = summ.summary_table(runs, keys=("eps_over_m", "alpha_beta"))
     # eps / m = 2 and 4, alpha beta = 6 and 12: mean ± std over the two runs that have them
     assert "| peeled | 0.01 | 3/3 | 3.000 ± 1.000 | 9.000 ± 3.000 |" in table
+    # log10 of a derived key: log10(2) and log10(4), mean 0.452 (= log10(8) / 2)
+    table = summ.summary_table(runs, keys=("log10(eps_over_m)", "log10(min_intra)"))
+    assert "| peeled | 0.01 | 3/3 | 0.452 ± 0.151 | — |" in table
 
 
 def test_summary_table_all_runs_keeps_unconverged_but_not_failed():
