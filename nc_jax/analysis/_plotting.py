@@ -169,11 +169,14 @@ def plot_theorem(runs: List[dict], path: str, num_classes: int = 10) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     groups = sorted({r["group"] for r in runs})
     for g in groups:
-        sel = [r for r in runs if r["group"] == g and not r["diverged"] and r.get("loss_gap") is not None]
-        if not sel:
-            continue
-        color = BN_STYLE.get(g, (None,))[0]
         for ax, xkey in zip(axes, ("loss_gap", "rate")):
+            # a run without the value (the rate of the zero network, alpha beta = 0, is
+            # undefined: None in results.json) is left out, not drawn at a made-up value
+            sel = [r for r in runs if r["group"] == g and not r["diverged"]
+                   and r.get(xkey) is not None and r.get("min_intra") is not None]
+            if not sel:
+                continue
+            color = BN_STYLE.get(g, (None,))[0]
             x = np.array([max(r[xkey], 1e-12) for r in sel])
             ax.scatter(x, [max(1 - r["min_intra"], 1e-6) for r in sel], marker="o", color=color,
                        s=14, label=f"{g}: 1 - min intra")

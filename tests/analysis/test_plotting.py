@@ -101,3 +101,18 @@ def test_weight_decay_zero_is_drawn_on_a_symlog_axis(tmp_path, monkeypatch):
     drawn = [line for line in figs[0].axes[0].get_lines()
              if list(line.get_xdata()) == [0.0, 1e-3, 1e-2]]  # lines and markers of both
     assert len(drawn) >= 4 and len({to_hex(line.get_color()) for line in drawn}) == 1
+
+
+def test_theorem_plot_leaves_out_runs_without_a_rate(monkeypatch, tmp_path):
+    """The zero network (alpha beta = 0) has no rate term (None in results.json): its point is
+    left out of the rate panel, every other run is drawn in both panels."""
+    runs = [dict(_run(1e-3, 0, 1.0, 0.9), loss_gap=1e-3, rate=20.0),
+            dict(_run(1e-3, 1, 1.0, 0.8), loss_gap=2e-3, rate=30.0),
+            dict(_run(5e-2, 0, 0.1, 0.0), loss_gap=-2.7e-8, rate=None)]
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    plotting.plot_theorem(runs, str(tmp_path / "t.png"))
+    gap, rate = figs[0].axes[:2]
+    n_points = lambda ax: [len(c.get_offsets()) for c in ax.collections]  # noqa: E731
+    assert n_points(gap) == [3, 3] and n_points(rate) == [2, 2]
+    np.testing.assert_allclose(sorted(rate.collections[0].get_offsets()[:, 0]), [20.0, 30.0])
