@@ -60,9 +60,9 @@ def test_layers_csv_is_results_json_layers_in_long_form(recorded):
     for i, r in enumerate(doc["runs"]):
         assert len(r["layers"]) == 2  # depth 3: two hidden blocks
         for layer, metrics in enumerate(r["layers"], start=1):
-            # the per-layer cosine_matrix (C x C) is results.json's alone
+            # the per-layer arrays (cosine_matrix C x C, spectrum C) are results.json's alone
             expected += [(i, r["group"], r["model"], r["weight_decay"], r["seed"], layer, k, v)
-                         for k, v in metrics.items() if k != "cosine_matrix"]
+                         for k, v in metrics.items() if k not in ("cosine_matrix", "spectrum")]
     assert [_typed(row) for row in rows] == expected
 
 
