@@ -34,6 +34,7 @@ import sys
 
 import numpy as np
 
+from nc_jax.analysis import spearman
 from nc_jax.runs import load_results
 
 TOLERANCE = 0.05
@@ -52,14 +53,6 @@ def counts(run: dict, min_accuracy: float = 1.0) -> bool:
     return acc is not None and acc >= min_accuracy and not run.get("diverged", False)
 
 
-def _spearman(a, b):
-    if len(a) < 3:
-        return None
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    if ra.std() == 0 or rb.std() == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def eps_star_by_wd(pts):
@@ -166,7 +159,7 @@ def conjecture_311(runs, min_accuracy=1.0):
         worst_by_group[group] = max(worst_by_group[group], eps)
         rows.append({"group": group, "seed": seed, "n_converged": len(pts), "eps_star": eps,
                      "eps_star_by_wd": {f"{w:g}": e for w, e in sorted(by_wd.items())},
-                     "spearman_gap_vs_wd": _spearman([p[0] for p in sorted(pts)],
+                     "spearman_gap_vs_wd": spearman([p[0] for p in sorted(pts)],
                                                      [p[1] for p in sorted(pts)]),
                      "gap_by_wd": {f"{w:g}": g for w, g in sorted(pts)}})
     worst = max(worst_by_group.values()) if worst_by_group else None

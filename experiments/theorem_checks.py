@@ -23,8 +23,7 @@ import sys
 import numpy as np
 
 from nc_jax.runs import load_results
-from nc_jax.analysis import plot_theorem
-from conjectures import _spearman  # noqa: E402  (same folder)
+from nc_jax.analysis import plot_theorem, spearman
 
 
 def summarize(runs, num_classes=10):
@@ -71,15 +70,15 @@ def summarize(runs, num_classes=10):
         for bn, rs in sorted(by_bn.items())}
     # pooled over BN variants the correlation can hide opposite signs within them
     out["spearman_1-min_intra_vs_rate_by_bn"] = {
-        bn: _spearman([r["rate"] for r in rs], [1 - r["min_intra"] for r in rs])
+        bn: spearman([r["rate"] for r in rs], [1 - r["min_intra"] for r in rs])
         for bn, rs in sorted(by_bn.items()) if len(rs) >= 3}
     if len(conv) >= 3:
         one_minus = [1 - r["min_intra"] for r in conv]
         inter = [r["max_inter"] + 1 / (num_classes - 1) for r in conv]
-        out["spearman_1-min_intra_vs_eps"] = _spearman([r["loss_gap"] for r in conv], one_minus)
-        out["spearman_1-min_intra_vs_rate"] = _spearman([r["rate"] for r in conv], one_minus)
-        out["spearman_inter_vs_eps"] = _spearman([r["loss_gap"] for r in conv], inter)
-        out["spearman_alpha_beta_vs_wd"] = _spearman([r["weight_decay"] for r in conv],
+        out["spearman_1-min_intra_vs_eps"] = spearman([r["loss_gap"] for r in conv], one_minus)
+        out["spearman_1-min_intra_vs_rate"] = spearman([r["rate"] for r in conv], one_minus)
+        out["spearman_inter_vs_eps"] = spearman([r["loss_gap"] for r in conv], inter)
+        out["spearman_alpha_beta_vs_wd"] = spearman([r["weight_decay"] for r in conv],
                                                      [r["alpha_aug"] * r["beta_aug"] for r in conv])
     return out
 

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from nc_jax._files import atomic_write_text
-from nc_jax.analysis import failed
+from nc_jax.analysis import failed, spearman
 from nc_jax.config import DataConfig, ModelConfig, OptimConfig, SweepConfig
 from nc_jax.runs import Experiment, register_experiment
 
@@ -115,23 +115,12 @@ def summary(doc) -> dict:
             widths += [row["width"]] * len(rs)
             ranks += [float(e[a]) for e, a in zip(er, at)]
     return {"weight_decay": WIDTH_WD, "groups": rows, "runs": len(peaks),
-            "spearman_peak_vs_width": _spearman(widths, peaks),
-            "spearman_peak_vs_effective_rank": _spearman(ranks, peaks)}
+            "spearman_peak_vs_width": spearman(widths, peaks),
+            "spearman_peak_vs_effective_rank": spearman(ranks, peaks)}
 
 
 def _ms(v) -> list:
     return [float(np.mean(v)), float(np.std(v))]
-
-
-def _spearman(a, b) -> float:
-    ra, rb = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
-    # average ranks of ties (widths repeat across seeds)
-    for r, x in ((ra, np.asarray(a)), (rb, np.asarray(b))):
-        for v in np.unique(x):
-            r[x == v] = r[x == v].mean()
-    if ra.std() == 0 or rb.std() == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def render(s: dict) -> str:

@@ -41,11 +41,6 @@ def test_summary_finds_the_mid_layer_peak_and_its_rank():
     assert s["spearman_peak_vs_effective_rank"] == pytest.approx(-1.0)
 
 
-def test_spearman_by_hand_and_without_spread():
-    assert w._spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
-    assert w._spearman([1, 1, 1], [1, 2, 3]) is None
-
-
 def test_smoke_preset_end_to_end(tmp_path):
     out = str(tmp_path)
     assert experiment_main("width", ["--preset", "smoke", "--out", out, "--quiet"]) == 0
