@@ -53,8 +53,6 @@ def counts(run: dict, min_accuracy: float = 1.0) -> bool:
     return acc is not None and acc >= min_accuracy and not run.get("diverged", False)
 
 
-
-
 def eps_star_by_wd(pts):
     """pts: [(wd, gap)] of one network and seed, any order. For each WD lambda_2 the smallest eps
     with gap(lambda_2) - gap(lambda_1) >= -eps log(lambda_2 / lambda_1) for every lambda_1 <
@@ -160,7 +158,7 @@ def conjecture_311(runs, min_accuracy=1.0):
         rows.append({"group": group, "seed": seed, "n_converged": len(pts), "eps_star": eps,
                      "eps_star_by_wd": {f"{w:g}": e for w, e in sorted(by_wd.items())},
                      "spearman_gap_vs_wd": spearman([p[0] for p in sorted(pts)],
-                                                     [p[1] for p in sorted(pts)]),
+                                                    [p[1] for p in sorted(pts)]),
                      "gap_by_wd": {f"{w:g}": g for w, g in sorted(pts)}})
     worst = max(worst_by_group.values()) if worst_by_group else None
     return {"conjecture": "3.1.1", "claim": "NC (min intra - max inter) grows with WD among "

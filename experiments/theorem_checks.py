@@ -79,7 +79,7 @@ def summarize(runs, num_classes=10):
         out["spearman_1-min_intra_vs_rate"] = spearman([r["rate"] for r in conv], one_minus)
         out["spearman_inter_vs_eps"] = spearman([r["loss_gap"] for r in conv], inter)
         out["spearman_alpha_beta_vs_wd"] = spearman([r["weight_decay"] for r in conv],
-                                                     [r["alpha_aug"] * r["beta_aug"] for r in conv])
+                                                    [r["alpha_aug"] * r["beta_aug"] for r in conv])
     return out
 
 

@@ -40,3 +40,5 @@ def test_undefined_cases_are_none_and_bad_input_raises():
         spearman([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="NaN"):
         spearman([1, 2, np.nan], [1, 2, 3])
+    with pytest.raises(ValueError, match="None"):
+        spearman([1, 2, None], [1, 2, 3])
